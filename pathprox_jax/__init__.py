@@ -1,0 +1,32 @@
+"""pathprox-jax: proximal optimizers for weight-decay-regularised networks.
+
+Architecture: ``units`` (which weights form each homogeneous unit) ->
+``prox`` (pure operators) -> ``balance`` (function-preserving rescalings) ->
+``transforms`` (optax) -> ``objectives`` -> ``models`` (Flax NNX) -> ``data``.
+"""
+
+from pathprox_jax.balance import balance_layers, balance_neurons, layer_scales
+from pathprox_jax.models import MLP, VGG19, FactorizedMLP
+from pathprox_jax.objectives import (ActiveUnits, active_units,
+                                     jacobian_spectral_norms, path_norm_penalty,
+                                     path_norms, unit_path_norms,
+                                     weight_decay_penalty)
+from pathprox_jax.prox import (UnitWeights, group_norms, project_unit_sphere,
+                               prox_group_lasso, prox_path_norm, unit_norms)
+from pathprox_jax.transforms import (PathProxState, layerwise_balance,
+                                     path_prox, pathprox)
+from pathprox_jax.units import LABELS, UnitMasks, UnitSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UnitSpec", "UnitMasks", "LABELS",
+    "group_norms", "prox_group_lasso", "project_unit_sphere", "prox_path_norm",
+    "unit_norms", "UnitWeights",
+    "balance_layers", "balance_neurons", "layer_scales",
+    "path_prox", "layerwise_balance", "pathprox", "PathProxState",
+    "weight_decay_penalty", "path_norms", "unit_path_norms",
+    "path_norm_penalty", "active_units", "ActiveUnits",
+    "jacobian_spectral_norms",
+    "MLP", "FactorizedMLP", "VGG19",
+]

@@ -1,0 +1,105 @@
+"""Objectives and diagnostics: weight decay and path-norm penalties, sparsity, Lipschitz."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pathprox_jax.balance import group_unit_norms
+from pathprox_jax.prox.group import accumulation_dtype
+from pathprox_jax.units import UnitSpec, group_leaves, leaf_index
+
+
+def _sum_squares(x: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.square(x.astype(accumulation_dtype(x.dtype))))
+
+
+def weight_decay_penalty(params: Any) -> jax.Array:
+  r"""``0.5 * sum ||K||^2`` over every leaf named ``kernel`` (biases excluded).
+
+  The weight decay objective is ``F = L + lambda * weight_decay_penalty``
+  (PathProx paper, eq. 3.1 with ``R/2``).
+
+  Examples:
+    >>> weight_decay_penalty({"fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}})
+    Array(2., dtype=float32)
+  """
+  leaves, _, index = leaf_index(params)
+  return 0.5 * sum((_sum_squares(leaves[i]) for p, i in index.items()
+              if p and p[-1] == "kernel"), jnp.zeros([], jnp.float32))
+
+
+def unit_path_norms(params: Any, units: UnitSpec) -> list[jax.Array]:
+  """Per group, the ``(n,)`` array of unit path norms ``||w_i|| ||v_i||``."""
+  leaves, _, positions = group_leaves(units, params)
+  return [nw * nv for nw, nv in group_unit_norms(leaves, positions)]
+
+
+def path_norms(params: Any, units: UnitSpec) -> jax.Array:
+  """``(G,)`` group path norms ``P_g = sum_i ||w_i|| ||v_i||`` (kernel entries only)."""
+  return jnp.stack([jnp.sum(u) for u in unit_path_norms(params, units)])
+
+
+def path_norm_penalty(params: Any, units: UnitSpec) -> jax.Array:
+  r"""The path-norm regulariser ``R~(W)`` of eq. 4.2.
+
+  ``sum_g P_g + 0.5 * sum ||K||^2`` over kernels ``K`` in no group. The
+  path-norm objective is ``G = L + lambda * path_norm_penalty``; it equals the
+  weight decay objective of the neuron-balanced network
+  (:func:`~pathprox_jax.balance_neurons`), which is how the paper reports
+  PathProx's progress on the weight decay objective.
+  """
+  leaves, _, index = leaf_index(params)
+  grouped = {g.leaf(r) for g in units.groups
+             for r in ("input_kernel", "output_kernel")}
+  ungrouped = sum((_sum_squares(leaves[i]) for p, i in index.items()
+                   if p and p[-1] == "kernel" and p not in grouped),
+                  jnp.zeros([], jnp.float32))
+  return jnp.sum(path_norms(params, units)) + 0.5 * ungrouped
+
+
+class ActiveUnits(NamedTuple):
+  """Result of :func:`active_units`."""
+  fraction: jax.Array      # active units / all grouped units
+  counts: jax.Array        # (G,) active units per group
+  totals: tuple[int, ...]  # units per group
+
+
+def active_units(params: Any, units: UnitSpec, threshold: float = 0.0
+                 ) -> ActiveUnits:
+  """Units with path norm ``||w_i|| ||v_i|| > threshold`` (paper: 0 for curves,
+  ``1e-5`` for pruning decisions).
+
+  Examples:
+    >>> p = {"a": {"kernel": jnp.ones((2, 2))},
+    ...      "b": {"kernel": jnp.array([[1., 1.], [0., 0.]])}}
+    >>> active_units(p, UnitSpec.from_pairs(p, [("a", "b")])).fraction
+    Array(0.5, dtype=float32)
+  """
+  counts = jnp.stack([jnp.sum(u > threshold)
+                      for u in unit_path_norms(params, units)])
+  totals = units.num_units
+  return ActiveUnits(jnp.sum(counts) / sum(totals), counts, totals)
+
+
+def jacobian_spectral_norms(apply_fn: Callable[[jax.Array], jax.Array],
+                            x: jax.Array) -> jax.Array:
+  r"""Local Lipschitz estimate: ``||d f(x_n) / d x_n||_2`` for each example.
+
+  The spectral norm (largest singular value) of the input-output Jacobian
+  of a single example, as in the paper's Figure 1 (middle). ``apply_fn`` maps
+  a batch ``(N, ...)`` to outputs ``(N, K)``; examples are processed
+  independently with ``vmap`` of a reverse-mode Jacobian.
+
+  Examples:
+    >>> f = lambda x: x @ jnp.array([[3., 0.], [0., 1.]])
+    >>> jacobian_spectral_norms(f, jnp.ones((4, 2)))
+    Array([3., 3., 3., 3.], dtype=float32)
+  """
+  def one(xi):
+    jac = jax.jacrev(lambda z: apply_fn(z[None])[0])(xi)
+    jac = jac.reshape(jac.shape[0], -1)
+    return jnp.linalg.norm(jac, ord=2)
+  return jax.vmap(one)(x)

@@ -1,0 +1,6 @@
+"""Optax gradient transformations built on the pure operators in ``prox``."""
+
+from pathprox_jax.transforms.pathprox import (PathProxState, layerwise_balance,
+                                              path_prox, pathprox)
+
+__all__ = ["PathProxState", "layerwise_balance", "path_prox", "pathprox"]

@@ -104,9 +104,11 @@ def balance_neurons(params: Any, units: UnitSpec) -> Any:
   Neural Balance Theorem (PathProx paper, Theorem 3.2): ``w_i, b_i`` are
   multiplied by ``a_i = sqrt(||v_i|| / ||w_i||)`` and ``v_i`` by ``1/a_i``;
   afterwards ``0.5 (||w_i||^2 + ||v_i||^2) = ||w_i|| ||v_i||``, so the plain
-  weight decay penalty of the result equals the path-norm penalty. Units with
-  ``||w_i|| = 0`` or ``||v_i|| = 0`` cannot be balanced by a finite scale and
-  are left as they are.
+  weight decay penalty of the result equals the path-norm penalty. A unit
+  with ``||v_i|| = 0`` contributes nothing, so its balanced form is
+  ``w_i = b_i = 0`` (the ``a_i -> 0`` limit). A unit with ``||w_i|| = 0 <
+  ||v_i||`` outputs the constant ``sigma(b_i) v_i``, which no finite scale
+  balances; it is left as it is.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -119,9 +121,11 @@ def balance_neurons(params: Any, units: UnitSpec) -> Any:
   leaves = list(leaves)
   for (nw, nv), pos in zip(group_unit_norms(leaves, positions), positions):
     ok = (nw > 0) & (nv > 0)
-    a = jnp.where(ok, jnp.sqrt(nv / jnp.where(ok, nw, 1.0)), 1.0)
+    ratio = jnp.sqrt(nv / jnp.where(ok, nw, 1.0))
+    a = jnp.where(ok, ratio, jnp.where(nv > 0, 1.0, 0.0))
+    inv_a = jnp.where(ok, 1.0 / jnp.where(ok, ratio, 1.0), 1.0)
     for role, factor in ((INPUT_KERNEL, a), (INPUT_BIAS, a),
-                         (OUTPUT_KERNEL, 1.0 / a)):
+                         (OUTPUT_KERNEL, inv_a)):
       if role in pos:
         x = leaves[pos[role]]
         axis = x.ndim - 2 if role == OUTPUT_KERNEL else x.ndim - 1

@@ -12,7 +12,9 @@ from pathprox_jax.objectives import (ActiveUnits, active_units,
                                      path_norms, unit_path_norms,
                                      weight_decay_penalty)
 from pathprox_jax.prox import (UnitWeights, group_norms, project_unit_sphere,
-                               prox_group_lasso, prox_path_norm, unit_norms)
+                               prox_binary, prox_group_lasso, prox_l0, prox_l1,
+                               prox_l_half, prox_l_two_thirds, prox_path_norm,
+                               prox_quant_original, unit_norms)
 from pathprox_jax.transforms import (PathProxState, layerwise_balance,
                                      path_prox, pathprox)
 from pathprox_jax.units import LABELS, UnitMasks, UnitSpec
@@ -22,7 +24,8 @@ __version__ = "0.1.0"
 __all__ = [
     "UnitSpec", "UnitMasks", "LABELS",
     "group_norms", "prox_group_lasso", "project_unit_sphere", "prox_path_norm",
-    "unit_norms", "UnitWeights",
+    "unit_norms", "UnitWeights", "prox_l1", "prox_l0", "prox_l_half",
+    "prox_l_two_thirds", "prox_binary", "prox_quant_original",
     "balance_layers", "balance_neurons", "layer_scales",
     "path_prox", "layerwise_balance", "pathprox", "PathProxState",
     "weight_decay_penalty", "path_norms", "unit_path_norms",

@@ -5,6 +5,9 @@ Architecture: ``units`` (which weights form each homogeneous unit) ->
 ``transforms`` (optax) -> ``objectives`` -> ``models`` (Flax NNX) -> ``data``.
 """
 
+from pathprox_jax.checkpoint import (Checkpoint, latest_step,
+                                     restore_checkpoint, save_checkpoint)
+from pathprox_jax.guards import SkipNonFiniteState, skip_nonfinite
 from pathprox_jax.balance import balance_layers, balance_neurons, layer_scales
 from pathprox_jax.models import MLP, VGG19, FactorizedMLP
 from pathprox_jax.objectives import (ActiveUnits, active_units,
@@ -32,4 +35,6 @@ __all__ = [
     "path_norm_penalty", "active_units", "ActiveUnits",
     "jacobian_spectral_norms",
     "MLP", "FactorizedMLP", "VGG19",
+    "skip_nonfinite", "SkipNonFiniteState",
+    "save_checkpoint", "restore_checkpoint", "latest_step", "Checkpoint",
 ]

@@ -259,6 +259,8 @@ class UnitSpec:
 
   def check(self, params: Any, where: str = "params") -> None:
     """Raises ``ValueError`` if ``params`` no longer matches the spec."""
+    if type(params).__name__ == "_ParamsPlaceholder":
+      return  # optax.tree_map_params probes init with a placeholder
     leaves, _, index = leaf_index(params)
     for k, g in enumerate(self.groups):
       for which, shape in ((INPUT_KERNEL, g.input_kernel_shape),
@@ -272,6 +274,11 @@ class UnitSpec:
           raise ValueError(
               f"Group {k}: '{fmt(path)}' has shape {got} in the {where}, but "
               f"the UnitSpec was built for shape {shape}. Rebuild the spec.")
+        dtype = jnp.result_type(leaves[index[path]])
+        if not jnp.issubdtype(dtype, jnp.floating):
+          raise ValueError(
+              f"Group {k}: '{fmt(path)}' has dtype {dtype} in the {where}; "
+              "PathProx needs real floating-point weights.")
       for which, has in ((INPUT_BIAS, g.has_input_bias),
                          (OUTPUT_BIAS, g.has_output_bias)):
         if has and g.leaf(which) not in index:

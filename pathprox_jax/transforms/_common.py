@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax.units import UnitSpec, group_leaves
+from pathprox_jax.units import UnitSpec, fmt, group_leaves, normalize_path
 
 ScalarOrSchedule = float | jax.Array | optax.Schedule
 
@@ -30,8 +30,8 @@ def check_hyperparam(name: str, value: Any, *, allow_schedule: bool = True
   if jnp.ndim(value) != 0:
     raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}.")
   v = float(value)
-  if math.isnan(v) or v < 0:
-    raise ValueError(f"{name} must be a non-negative number; got {v}.")
+  if not math.isfinite(v) or v < 0:
+    raise ValueError(f"{name} must be a non-negative finite number; got {v}.")
 
 
 def check_units(units: Any) -> None:
@@ -55,8 +55,35 @@ def scalar_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
 
 def require_params(params: Any, name: str) -> None:
   if params is None:
-    raise ValueError(f"{name}: {optax.NO_PARAMS_MSG} Call "
+    raise ValueError(f"{name} needs the current params, but you are not "
+                     "passing `params`: call "
                      "`optimizer.update(grads, state, params)`.")
+
+
+def check_update_args(units: UnitSpec, updates: Any, params: Any,
+                      name: str) -> None:
+  """Trace-time checks of ``update(updates, state, params)`` (no run-time cost).
+
+  ``params`` must still match the spec, and ``updates`` must have the
+  structure and leaf shapes of ``params``; errors name the first bad path.
+  """
+  require_params(params, name)
+  units.check(params, where=f"params passed to {name}.update")
+  def shapes(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {fmt(normalize_path(k)): jnp.shape(x) for k, x in flat}
+
+  u_shapes, p_shapes = shapes(updates), shapes(params)
+  if u_shapes.keys() != p_shapes.keys():
+    raise ValueError(
+        f"{name}: the updates/gradients do not have the structure of the "
+        f"params. Only in updates: {sorted(u_shapes.keys() - p_shapes.keys()) or 'none'}; "
+        f"only in params: {sorted(p_shapes.keys() - u_shapes.keys()) or 'none'}.")
+  for path, shape in u_shapes.items():
+    if shape != p_shapes[path]:
+      raise ValueError(
+          f"{name}: the update for '{path}' has shape {shape} but the param "
+          f"has shape {p_shapes[path]}.")
 
 
 def rewrite_updates(units: UnitSpec, updates: Any, params: Any,

@@ -10,10 +10,10 @@ import optax
 
 from pathprox_jax.balance import apply_layer_scales, group_unit_norms, layer_scales
 from pathprox_jax.prox.path import UnitWeights, prox_path_norm
-from pathprox_jax.transforms._common import (ScalarOrSchedule, check_hyperparam,
-                                             check_schedule, check_units,
-                                             require_params, rewrite_updates,
-                                             scalar_at)
+from pathprox_jax.transforms._common import (ScalarOrSchedule,
+                                             check_hyperparam, check_schedule,
+                                             check_units, check_update_args,
+                                             rewrite_updates, scalar_at)
 from pathprox_jax.units import (INPUT_BIAS, INPUT_KERNEL, OUTPUT_KERNEL,
                                 UNGROUPED_KERNEL, UnitSpec)
 
@@ -106,7 +106,7 @@ def path_prox(weight_decay: ScalarOrSchedule, learning_rate: ScalarOrSchedule,
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    require_params(params, "path_prox")
+    check_update_args(units, updates, params, "path_prox")
     lr = scalar_at(learning_rate, state.count)
 
     def new_values(z, positions):
@@ -149,7 +149,7 @@ def layerwise_balance(units: UnitSpec, dead_threshold: float = 1e-12
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    require_params(params, "layerwise_balance")
+    check_update_args(units, updates, params, "layerwise_balance")
 
     def new_values(z, positions):
       norms = group_unit_norms(z, positions)
@@ -204,9 +204,16 @@ def pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
   check_units(units)
   check_hyperparam("momentum", momentum, allow_schedule=False)
   use_momentum = not (isinstance(momentum, (int, float)) and momentum == 0)
-  return optax.chain(
+  chain = optax.chain(
       optax.add_decayed_weights(weight_decay, mask=units.mask(UNGROUPED_KERNEL)),
       optax.sgd(learning_rate, momentum if use_momentum else None, nesterov),
       path_prox(weight_decay, learning_rate, units, balance=balance,
                 include_bias_in_norm=include_bias_in_norm),
   )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    # Check before optax's own transforms can fail with a less clear error.
+    check_update_args(units, updates, params, "pathprox")
+    return chain.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(chain.init, update_fn)

@@ -19,7 +19,7 @@ from pathprox_jax.prox import (UnitWeights, group_norms, project_unit_sphere,
                                prox_l_half, prox_l_two_thirds, prox_path_norm,
                                prox_quant_original, unit_norms)
 from pathprox_jax.transforms import (PathProxState, layerwise_balance,
-                                     path_prox, pathprox)
+                                     path_prox, path_prox_params, pathprox)
 from pathprox_jax.units import LABELS, UnitMasks, UnitSpec
 
 __version__ = "0.1.0"
@@ -30,7 +30,7 @@ __all__ = [
     "unit_norms", "UnitWeights", "prox_l1", "prox_l0", "prox_l_half",
     "prox_l_two_thirds", "prox_binary", "prox_quant_original",
     "balance_layers", "balance_neurons", "layer_scales",
-    "path_prox", "layerwise_balance", "pathprox", "PathProxState",
+    "path_prox", "path_prox_params", "layerwise_balance", "pathprox", "PathProxState",
     "weight_decay_penalty", "path_norms", "unit_path_norms",
     "path_norm_penalty", "active_units", "ActiveUnits",
     "jacobian_spectral_norms",

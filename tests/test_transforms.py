@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from pathprox_jax import (UnitSpec, active_units, layerwise_balance, path_norms,
-                          path_prox, pathprox)
+                          path_prox, path_prox_params, pathprox)
 from tests import reference
 
 DENSE_SIZES = {"l0": (6, 8), "l1": (8, 7), "l2": (7, 9), "l3": (9, 5), "head": (5, 3)}
@@ -214,3 +214,20 @@ def test_all_dead_group_keeps_network_finite():
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out))
   pn = np.asarray(path_norms(out, spec))
   assert pn[0] == 0 and pn[1] > 0
+
+
+def test_path_prox_params_equals_transform():
+  params, grads = make(DENSE_SIZES, 12, [("l1", 1)])
+  spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
+  lr, lam = 0.1, 1e-2
+  exp = one_step(pathprox(lr, lam, spec), params, grads)
+  tx = optax.chain(optax.add_decayed_weights(lam, mask=spec.mask("ungrouped_kernel")),
+                   optax.sgd(lr))
+
+  @jax.jit
+  def step(p, g):
+    u, _ = tx.update(g, tx.init(p), p)
+    return path_prox_params(optax.apply_updates(p, u), spec, lam, lr)
+
+  got = step(to_jnp(params), to_jnp(grads))
+  assert_tree_close(got, jax.tree.map(np.asarray, exp), rtol=1e-5, atol=1e-6)

@@ -1,6 +1,8 @@
 """Optax gradient transformations built on the pure operators in ``prox``."""
 
 from pathprox_jax.transforms.pathprox import (PathProxState, layerwise_balance,
-                                              path_prox, pathprox)
+                                              path_prox, path_prox_params,
+                                              pathprox)
 
-__all__ = ["PathProxState", "layerwise_balance", "path_prox", "pathprox"]
+__all__ = ["PathProxState", "layerwise_balance", "path_prox", "path_prox_params",
+           "pathprox"]

@@ -35,10 +35,12 @@ import numpy as np
 
 from pathprox_jax.units import fmt, normalize_path
 
-_INSTALL_HINT = ("pathprox_jax.checkpoint needs the optional dependency "
-                 "orbax-checkpoint; install it with "
-                 "`pip install 'pathprox-jax[checkpoint]'` "
-                 "(or `pip install orbax-checkpoint`).")
+_INSTALL_HINT = (
+  "pathprox_jax.checkpoint needs the optional dependency "
+  "orbax-checkpoint; install it with "
+  "`pip install 'pathprox-jax[checkpoint]'` "
+  "(or `pip install orbax-checkpoint`)."
+)
 
 
 def _orbax():
@@ -55,6 +57,7 @@ _ITEMS = ("params", "opt_state", "extra")
 
 class Checkpoint(NamedTuple):
   """What :func:`restore_checkpoint` returns."""
+
   step: int
   params: Any
   opt_state: Any
@@ -65,8 +68,9 @@ def _manager(directory: str, max_to_keep: int | None = None):
   ocp = _orbax()
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
   handlers = {name: ocp.StandardCheckpointHandler() for name in _ITEMS}
-  return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)),
-                               options=options, item_handlers=handlers)
+  return ocp.CheckpointManager(
+    os.path.abspath(os.fspath(directory)), options=options, item_handlers=handlers
+  )
 
 
 def _abstract(tree: Any) -> Any:
@@ -82,6 +86,7 @@ def _abstract(tree: Any) -> Any:
       return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
     x = np.asarray(x)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default)
+
   return jax.tree.map(one, tree)
 
 
@@ -96,9 +101,16 @@ def latest_step(directory: str) -> int | None:
     mngr.close()
 
 
-def save_checkpoint(directory: str, step: int, params: Any, opt_state: Any,
-                    *, extra: Any = None, max_to_keep: int | None = None,
-                    overwrite: bool = False) -> str:
+def save_checkpoint(
+  directory: str,
+  step: int,
+  params: Any,
+  opt_state: Any,
+  *,
+  extra: Any = None,
+  max_to_keep: int | None = None,
+  overwrite: bool = False,
+) -> str:
   """Saves ``params`` and ``opt_state`` (and optional ``extra``) as ``step``.
 
   Blocks until the checkpoint is fully written, so it is safe to donate or
@@ -130,11 +142,14 @@ def save_checkpoint(directory: str, step: int, params: Any, opt_state: Any,
     if step in mngr.all_steps():
       if not overwrite:
         raise FileExistsError(
-            f"A checkpoint for step {step} already exists in "
-            f"{mngr.directory}; pass overwrite=True to replace it.")
+          f"A checkpoint for step {step} already exists in "
+          f"{mngr.directory}; pass overwrite=True to replace it."
+        )
       mngr.delete(step)
-    items = {"params": ocp.args.StandardSave(params),
-             "opt_state": ocp.args.StandardSave(opt_state)}
+    items = {
+      "params": ocp.args.StandardSave(params),
+      "opt_state": ocp.args.StandardSave(opt_state),
+    }
     if extra is not None:
       items["extra"] = ocp.args.StandardSave(extra)
     mngr.save(step, args=ocp.args.Composite(**items), force=True)
@@ -146,12 +161,15 @@ def save_checkpoint(directory: str, step: int, params: Any, opt_state: Any,
 
 def _leaf_table(tree: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...], Any]]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {normalize_path(kp): (tuple(getattr(x, "shape", ())),
-                               getattr(x, "dtype", None)) for kp, x in flat}
+  return {
+    normalize_path(kp): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
+    for kp, x in flat
+  }
 
 
-def _check_against_metadata(name: str, where: str, template: Any,
-                            metadata: Any) -> None:
+def _check_against_metadata(
+  name: str, where: str, template: Any, metadata: Any
+) -> None:
   """Raises, naming the path, when the template does not match what is stored.
 
   Leaves are matched by path: NamedTuple fields are stored as dict keys, so
@@ -168,26 +186,34 @@ def _check_against_metadata(name: str, where: str, template: Any,
   unexpected = sorted(fmt(p) for p in stored if p not in wanted)
   if missing or unexpected:
     raise ValueError(
-        f"Cannot restore '{name}' from {where}: the template's tree does not "
-        f"match the checkpoint's. In the template but not stored: "
-        f"{missing or 'none'}; stored but not in the template: "
-        f"{unexpected or 'none'}.")
+      f"Cannot restore '{name}' from {where}: the template's tree does not "
+      f"match the checkpoint's. In the template but not stored: "
+      f"{missing or 'none'}; stored but not in the template: "
+      f"{unexpected or 'none'}."
+    )
   for path, (shape, dtype) in wanted.items():
     s_shape, s_dtype = stored[path]
     if s_shape != shape:
       raise ValueError(
-          f"Cannot restore '{name}/{fmt(path)}' from {where}: the checkpoint "
-          f"holds shape {s_shape}, the template has shape {shape}.")
+        f"Cannot restore '{name}/{fmt(path)}' from {where}: the checkpoint "
+        f"holds shape {s_shape}, the template has shape {shape}."
+      )
     if s_dtype is not None and np.dtype(s_dtype) != np.dtype(dtype):
       raise ValueError(
-          f"Cannot restore '{name}/{fmt(path)}' from {where}: the checkpoint "
-          f"holds dtype {np.dtype(s_dtype)}, the template has dtype "
-          f"{np.dtype(dtype)} (a silent cast would break exact resumption).")
+        f"Cannot restore '{name}/{fmt(path)}' from {where}: the checkpoint "
+        f"holds dtype {np.dtype(s_dtype)}, the template has dtype "
+        f"{np.dtype(dtype)} (a silent cast would break exact resumption)."
+      )
 
 
-def restore_checkpoint(directory: str, params_template: Any,
-                       opt_state_template: Any, step: int | None = None, *,
-                       extra_template: Any = None) -> Checkpoint:
+def restore_checkpoint(
+  directory: str,
+  params_template: Any,
+  opt_state_template: Any,
+  step: int | None = None,
+  *,
+  extra_template: Any = None,
+) -> Checkpoint:
   """Restores a checkpoint written by :func:`save_checkpoint`.
 
   Args:
@@ -223,8 +249,8 @@ def restore_checkpoint(directory: str, params_template: Any,
       step = steps[-1]
     elif step not in steps:
       raise FileNotFoundError(
-          f"No checkpoint for step {step} in {directory}; saved steps are "
-          f"{steps}.")
+        f"No checkpoint for step {step} in {directory}; saved steps are {steps}."
+      )
     where = f"{directory} step {step}"
     templates = {"params": params_template, "opt_state": opt_state_template}
     if extra_template is not None:
@@ -235,13 +261,19 @@ def restore_checkpoint(directory: str, params_template: Any,
         raise ValueError(f"{where} has no '{name}' item.")
       if metadata is not None:
         _check_against_metadata(name, where, tmpl, metadata[name])
-    args = {name: ocp.args.StandardRestore(_abstract(tmpl))
-            for name, tmpl in templates.items()}
+    args = {
+      name: ocp.args.StandardRestore(_abstract(tmpl))
+      for name, tmpl in templates.items()
+    }
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(**args))
     except ValueError as e:
       raise ValueError(f"Cannot restore from {where}: {e}") from e
-    return Checkpoint(int(step), restored["params"], restored["opt_state"],
-                      restored["extra"] if extra_template is not None else None)
+    return Checkpoint(
+      int(step),
+      restored["params"],
+      restored["opt_state"],
+      restored["extra"] if extra_template is not None else None,
+    )
   finally:
     mngr.close()

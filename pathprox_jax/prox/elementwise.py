@@ -63,16 +63,16 @@ ArrayLike = jax.typing.ArrayLike
 ProxFn = Callable[..., Array]
 
 __all__ = [
-    "prox_l1",
-    "prox_l0",
-    "prox_l_half",
-    "prox_l_two_thirds",
-    "prox_binary",
-    "prox_quant_original",
-    "scalar_threshold",
-    "scalar_jump",
-    "get_lq_prox",
-    "SUPPORTED_Q",
+  "prox_l1",
+  "prox_l0",
+  "prox_l_half",
+  "prox_l_two_thirds",
+  "prox_binary",
+  "prox_quant_original",
+  "scalar_threshold",
+  "scalar_jump",
+  "get_lq_prox",
+  "SUPPORTED_Q",
 ]
 
 # Exponents q with a closed-form prox of mu * |y|^q.
@@ -149,15 +149,24 @@ def _l_two_thirds_core(z: Array, mu: Array) -> Array:
   # phi = arccosh(c), c = K w^2 >= 3 sqrt(3) / 4 > 1 on the clipped range:
   #   phi = log c + log1p(sqrt(1 - c^-2)),  g := phi - 2 lw.
   logc = _LOG_K_TWO_THIRDS + 2.0 * lw
-  g = _LOG_K_TWO_THIRDS + jnp.log1p(jnp.sqrt(jnp.maximum(1.0 - jnp.exp(-2.0 * logc), 0.0)))
+  g = _LOG_K_TWO_THIRDS + jnp.log1p(
+    jnp.sqrt(jnp.maximum(1.0 - jnp.exp(-2.0 * logc), 0.0))
+  )
   # a = A / w^(1/3);  cosh(phi / 3) w^(-2/3) = (exp(g / 3) + exp(-(g + 4 lw) / 3)) / 2.
-  a = _A_CONST_TWO_THIRDS * jnp.sqrt(0.5 * (jnp.exp(g / 3.0) + jnp.exp(-(g + 4.0 * lw) / 3.0)))
+  a = _A_CONST_TWO_THIRDS * jnp.sqrt(
+    0.5 * (jnp.exp(g / 3.0) + jnp.exp(-(g + 4.0 * lw) / 3.0))
+  )
   # y = ((A + sqrt(2 w / A - A^2)) / 2)^3 = w * ((a + sqrt(2 / a - a^2)) / 2)^3.
   ratio = ((a + jnp.sqrt(jnp.maximum(2.0 / a - a * a, 0.0))) / 2.0) ** 3
   return jnp.where(az > tau, z * ratio, jnp.zeros_like(z))
 
 
-_CORES = {0.0: _l0_core, 0.5: _l_half_core, 2.0 / 3.0: _l_two_thirds_core, 1.0: _l1_core}
+_CORES = {
+  0.0: _l0_core,
+  0.5: _l_half_core,
+  2.0 / 3.0: _l_two_thirds_core,
+  1.0: _l1_core,
+}
 
 
 def _apply(core, x: ArrayLike, reg: ArrayLike, scaling: ArrayLike) -> Array:
@@ -174,12 +183,14 @@ def _canonical_q(q, allowed=SUPPORTED_Q) -> float:
     qf = float(q)
   except Exception as e:  # tracers, strings, arrays with >1 element, ...
     raise ValueError(
-        f"q must be a static Python number in {allowed} (not a traced or array value); got {q!r}."
+      f"q must be a static Python number in {allowed} (not a traced or array value); got {q!r}."
     ) from e
   for cand in allowed:
     if math.isclose(qf, cand, rel_tol=0.0, abs_tol=1e-9):
       return cand
-  raise ValueError(f"Unsupported q={q!r}: closed-form prox available only for q in {allowed}.")
+  raise ValueError(
+    f"Unsupported q={q!r}: closed-form prox available only for q in {allowed}."
+  )
 
 
 # --------------------------------------------------------------------------
@@ -310,7 +321,7 @@ def prox_l_two_thirds(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) ->
 
 
 def prox_binary(
-    x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0, q: float = 1.0
+  x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0, q: float = 1.0
 ) -> Array:
   r"""Revised ProxQuant: prox of ``reg * sum_i ||y_i| - 1|^q`` in the metric ``1 / scaling``.
 
@@ -363,7 +374,7 @@ def prox_binary(
 
 
 def prox_quant_original(
-    x: ArrayLike, reg: ArrayLike, learning_rate: ArrayLike, q: float = 1.0
+  x: ArrayLike, reg: ArrayLike, learning_rate: ArrayLike, q: float = 1.0
 ) -> Array:
   r"""Original ProxQuant prox step (ProxGen Table 2, top row), for comparison.
 
@@ -393,8 +404,8 @@ def prox_quant_original(
   """
   if jnp.ndim(learning_rate) != 0:
     raise ValueError(
-        "prox_quant_original uses a uniform threshold: learning_rate must be a scalar, "
-        f"got shape {jnp.shape(learning_rate)}. Use prox_binary for a diagonal metric."
+      "prox_quant_original uses a uniform threshold: learning_rate must be a scalar, "
+      f"got shape {jnp.shape(learning_rate)}. Use prox_binary for a diagonal metric."
     )
   return prox_binary(x, reg, scaling=learning_rate, q=q)
 

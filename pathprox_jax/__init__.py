@@ -18,8 +18,11 @@ from pathprox_jax.prox import (UnitWeights, group_norms, project_unit_sphere,
                                prox_binary, prox_group_lasso, prox_l0, prox_l1,
                                prox_l_half, prox_l_two_thirds, prox_path_norm,
                                prox_quant_original, unit_norms)
-from pathprox_jax.transforms import (PathProxState, layerwise_balance,
-                                     path_prox, path_prox_params, pathprox)
+from pathprox_jax.transforms import (PathProxState, adaptive_pathprox,
+                                     group_prox_from_units, layerwise_balance,
+                                     path_prox, path_prox_params, pathprox,
+                                     prox_sgd_two_stage, proxgen_adam,
+                                     proxgen_sgd, proxquant, subgradient_adam)
 from pathprox_jax.units import LABELS, UnitMasks, UnitSpec
 
 __version__ = "0.1.0"
@@ -35,6 +38,8 @@ __all__ = [
     "path_norm_penalty", "active_units", "ActiveUnits",
     "jacobian_spectral_norms",
     "MLP", "FactorizedMLP", "VGG19",
+    "proxgen_adam", "proxgen_sgd", "group_prox_from_units",
+    "adaptive_pathprox", "subgradient_adam", "prox_sgd_two_stage", "proxquant",
     "skip_nonfinite", "SkipNonFiniteState",
     "save_checkpoint", "restore_checkpoint", "latest_step", "Checkpoint",
 ]

@@ -92,25 +92,29 @@ def prox_group_lasso(x: jax.Array, reg, scaling=1.0, axis: int = 0, *,
   z = x.astype(acc)
   reg = jnp.asarray(reg, acc)
   s = jnp.broadcast_to(jnp.asarray(scaling, acc), z.shape)
-  d = 1.0 / jnp.maximum(s, jnp.finfo(acc).tiny)
+  # Normalise the metric per group, d~ = d / max d = min s / s in (0, 1] and
+  # reg~ = reg min s: same minimiser, and d z cannot overflow for tiny s.
+  smin = jnp.min(s, axis=other, keepdims=True)
+  live = smin > 0                       # a zero step: the prox is the identity
+  d = jnp.where(live, jnp.where(live, smin, 1.0) / jnp.where(s > 0, s, 1.0), 1.0)
+  mu = reg * jnp.where(live, smin, 0.0)
   dz = d * z
   ndz = jnp.sqrt(jnp.sum(jnp.square(dz), axis=other, keepdims=True))
-  dmax = jnp.max(d, axis=other, keepdims=True)
-  dmin = jnp.min(d, axis=other, keepdims=True)
-  excess = jnp.maximum(ndz - reg, 0.0)
-  lo, hi = excess / dmax, excess / dmin
+  excess = jnp.maximum(ndz - mu, 0.0)
+  lo, hi = excess, excess / jnp.min(d, axis=other, keepdims=True)
 
   def newton(_, r):
-    denom = d * r + reg
-    t = dz / jnp.where(denom > 0, denom, 1.0)
-    f = jnp.sum(jnp.square(t), axis=other, keepdims=True) - 1.0
-    fp = -2.0 * jnp.sum(jnp.square(t) * d / jnp.where(denom > 0, denom, 1.0),
-                        axis=other, keepdims=True)
-    step = f / jnp.where(fp < 0, fp, -1.0)
-    return jnp.clip(r - step, lo, hi)
+    # Newton on the equivalent concave form 1 / ||t(r)|| = 1, which converges
+    # in a few steps even for ill-conditioned metrics.
+    denom = d * r + mu
+    safe = jnp.where(denom > 0, denom, 1.0)
+    t = dz / safe
+    n = jnp.sqrt(jnp.sum(jnp.square(t), axis=other, keepdims=True))
+    slope = jnp.sum(jnp.square(t) * d / safe, axis=other, keepdims=True)
+    step = (n - 1.0) * jnp.square(n) / jnp.where(slope > 0, slope, 1.0)
+    return jnp.clip(r + step, lo, hi)
 
   r = jax.lax.fori_loop(0, newton_steps, newton, lo)
-  keep = ndz > reg
-  denom = d * r + reg
-  y = jnp.where(keep, z * d * r / jnp.where(denom > 0, denom, 1.0), 0.0)
-  return y.astype(x.dtype)
+  denom = d * r + mu
+  y = jnp.where(ndz > mu, z * d * r / jnp.where(denom > 0, denom, 1.0), 0.0)
+  return jnp.where(live, y, z).astype(x.dtype)

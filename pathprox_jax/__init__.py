@@ -7,6 +7,8 @@ Architecture: ``units`` (which weights form each homogeneous unit) ->
 
 from pathprox_jax.checkpoint import (Checkpoint, latest_step,
                                      restore_checkpoint, save_checkpoint)
+from pathprox_jax.compact import (OutputChange, compact, compaction_error,
+                                  kept_units, rebuild, select_units)
 from pathprox_jax.guards import SkipNonFiniteState, skip_nonfinite
 from pathprox_jax.balance import balance_layers, balance_neurons, layer_scales
 from pathprox_jax.models import MLP, VGG19, FactorizedMLP
@@ -40,6 +42,8 @@ __all__ = [
     "MLP", "FactorizedMLP", "VGG19",
     "proxgen_adam", "proxgen_sgd", "group_prox_from_units",
     "adaptive_pathprox", "subgradient_adam", "prox_sgd_two_stage", "proxquant",
+    "compact", "kept_units", "select_units", "compaction_error", "OutputChange",
+    "rebuild",
     "skip_nonfinite", "SkipNonFiniteState",
     "save_checkpoint", "restore_checkpoint", "latest_step", "Checkpoint",
 ]

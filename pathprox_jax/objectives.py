@@ -81,7 +81,7 @@ def active_units(params: Any, units: UnitSpec, threshold: float = 0.0
   counts = jnp.stack([jnp.sum(u > threshold)
                       for u in unit_path_norms(params, units)])
   totals = units.num_units
-  return ActiveUnits(jnp.sum(counts) / sum(totals), counts, totals)
+  return ActiveUnits(jnp.sum(counts) / max(sum(totals), 1), counts, totals)
 
 
 def jacobian_spectral_norms(apply_fn: Callable[[jax.Array], jax.Array],

@@ -17,7 +17,7 @@ def uniform_fan_in(fan_in: int):
   This is PyTorch's default for ``nn.Linear``/``nn.Conv2d`` kernels
   (``kaiming_uniform_(a=sqrt(5))`` reduces to this bound) and biases.
   """
-  bound = 1.0 / math.sqrt(fan_in)
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
 
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)

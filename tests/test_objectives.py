@@ -57,3 +57,13 @@ def test_jacobian_spectral_norm_of_small_relu_net():
     jac = (w1 * active).dot(w2).T          # (out, in)
     np.testing.assert_allclose(got[n], np.linalg.svd(jac, compute_uv=False)[0],
                                rtol=1e-5)
+
+
+def test_path_norm_penalty_gradient_is_finite_at_dead_units():
+  p = params()
+  spec = UnitSpec.from_pairs(p, [("a", "b")])
+  g = jax.jit(jax.grad(path_norm_penalty), static_argnums=1)(p, spec)
+  for leaf in jax.tree.leaves(g):
+    assert np.all(np.isfinite(leaf))
+  # Unit 1 has v = 0: its input column gets no gradient (not NaN).
+  np.testing.assert_array_equal(g["a"]["kernel"][:, 1], 0.0)

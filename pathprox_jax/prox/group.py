@@ -24,14 +24,18 @@ def group_norms(x: jax.Array, axis: int) -> jax.Array:
     axis: the group axis; the result has shape ``(x.shape[axis],)``.
 
   Returns:
-    The per-group norms.
+    The per-group norms. Differentiable everywhere: the gradient at an
+    all-zero group is 0 (not NaN), so penalties built on it, such as
+    ``path_norm_penalty``, can be minimised with plain gradient steps.
 
   Examples:
     >>> group_norms(jnp.array([[3., 0.], [4., 1.]]), axis=1)
     Array([5., 1.], dtype=float32)
   """
   x = x.astype(accumulation_dtype(x.dtype))
-  return jnp.sqrt(jnp.sum(jnp.square(x), axis=_other_axes(x.ndim, axis)))
+  sq = jnp.sum(jnp.square(x), axis=_other_axes(x.ndim, axis))
+  # sqrt has an infinite derivative at 0: keep gradients of zero groups at 0.
+  return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
 
 
 def _expand(per_group: jax.Array, ndim: int, axis: int) -> jax.Array:

@@ -1,0 +1,161 @@
+"""Smoke tests of the benchmark scripts in tiny configurations.
+
+Each test runs a script's ``main`` in-process with ``--quick`` plus even
+smaller options, and checks that the JSON and PNG outputs exist and hold
+finite numbers. Also unit tests of the benchmark helpers against NumPy.
+"""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import pathprox_jax as ppx
+from benchmarks import common, convergence, decision_boundary, generalization
+from benchmarks import sparsity
+
+
+def _load(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _finite(x):
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_help_runs(capsys):
+  for mod in (convergence, decision_boundary, sparsity, generalization):
+    with pytest.raises(SystemExit) as e:
+      mod.parse_args(["--help"])
+    assert e.value.code == 0
+  assert "--iterations" in capsys.readouterr().out
+
+
+def test_penalties_match_numpy_and_library():
+  model = ppx.MLP(3, 6, in_features=5, num_classes=3, rngs=nnx.Rngs(0))
+  f = common.functional(model)
+  ks = [np.asarray(k) for k in common.dense_kernels(f.params)]
+  # group lasso over the hidden ReLU units after layers 0 and 1
+  expect = sum(np.linalg.norm(ks[l], axis=0).sum()
+               + np.linalg.norm(ks[l + 1], axis=1).sum() for l in (0, 1))
+  got = jax.jit(lambda p: common.group_lasso_penalty(p, (0, 1)))(f.params)
+  np.testing.assert_allclose(got, expect, rtol=1e-5)
+  np.testing.assert_allclose(common.l1_penalty(f.params),
+                             sum(np.abs(k).sum() for k in ks), rtol=1e-5)
+  np.testing.assert_allclose(
+      common.smooth_path_norm_penalty(f.params, f.spec),
+      ppx.path_norm_penalty(f.params, f.spec), rtol=1e-5)
+  # zero unit: finite (zero) gradient instead of NaN
+  p = jax.tree.map(lambda a: a, f.params)
+  p["layers"][0]["kernel"] = p["layers"][0]["kernel"].at[:, 0].set(0.0)
+  g = jax.grad(lambda q: common.smooth_path_norm_penalty(q, f.spec)
+               + common.group_lasso_penalty(q, (0, 1)))(p)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+
+
+def test_weight_norm_projects_inputs():
+  model = ppx.FactorizedMLP(1, 4, in_features=3, num_classes=2,
+                            rngs=nnx.Rngs(0))
+  f = common.functional(model)
+  tx, _ = common.make_method("weight_norm", 0.1, 1e-3, f.spec)
+  state = tx.init(f.params)
+  grads = jax.tree.map(jnp.ones_like, f.params)
+  upd, _ = jax.jit(tx.update)(grads, state, f.params)
+  new = jax.tree.map(lambda a, b: a + b, f.params, upd)
+  norms = np.linalg.norm(np.asarray(new["layers"][0]["kernel"]), axis=0)
+  np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_unit_mask_and_batch_sampler():
+  model = ppx.MLP(3, 4, in_features=3, num_classes=2, rngs=nnx.Rngs(0))
+  p = common.functional(model).params
+  p["layers"][1]["kernel"] = p["layers"][1]["kernel"].at[2, :].set(0.0)
+  mask, kept = sparsity.unit_mask(p, (0, 1))
+  assert kept == pytest.approx(7 / 8)
+  assert float(jnp.sum(mask["layers"][0]["kernel"][:, 2])) == 0.0
+  assert float(mask["layers"][0]["bias"][2]) == 0.0
+  s = common.BatchSampler(10, 5, seed=0)
+  idx = s.take(4)
+  assert idx.shape == (4, 5)
+  assert sorted(idx[:2].ravel()) == list(range(10))  # one epoch, no repeats
+
+
+def test_crossing_step():
+  steps = [0, 10, 20, 30, 40]
+  assert convergence.crossing_step(steps, [5, 4, 2, 1, 1], [5, 3, 3, 2, 2]) == 20
+  assert convergence.crossing_step(steps, [5, 4, 2, 1, 3], [5, 3, 3, 2, 2]) is None
+
+
+def test_convergence_quick(tmp_path):
+  s = convergence.main(["--quick", "--no-progress", "--out", str(tmp_path),
+                        "--iterations", "20", "--eval-every", "10",
+                        "--jacobian-samples", "8", "--jacobian-track", "4",
+                        "--methods", "pathprox", "weight_decay"])
+  data = _load(tmp_path / "convergence_quick.json")
+  for m in ("pathprox", "weight_decay"):
+    hist = data["results"][m]["history"]
+    assert [h["step"] for h in hist] == [0, 10, 20]
+    assert all(_finite(h["objective"]) for h in hist)
+    # the balanced objective never exceeds the raw one
+    assert all(h["objective"] <= h["objective_raw"] * (1 + 1e-5) for h in hist)
+    assert all(_finite(h["jacobian_median"]) for h in hist)
+  assert os.path.exists(tmp_path / "figure1_quick.png")
+  assert os.path.exists(tmp_path / "figure4_quick.png")
+  assert "vs_wd_balanced" in s
+  figs = convergence.main(["--replot", str(tmp_path / "convergence_quick.json")])
+  assert len(figs) == 3
+
+
+def test_decision_boundary_quick(tmp_path):
+  s = decision_boundary.main(["--quick", "--no-progress", "--out",
+                              str(tmp_path), "--iterations", "20",
+                              "--long-iterations", "40", "--eval-every", "20",
+                              "--grid", "20"])
+  assert os.path.exists(tmp_path / "figure2_quick.png")
+  assert _finite(s["long"]["pathprox"]["objective"])
+
+
+def test_sparsity_quick(tmp_path):
+  sparsity.main(["--quick", "--no-progress", "--out", str(tmp_path),
+                 "--methods", "pathprox", "group_lasso", "--iterations", "20",
+                 "--checkpoint-every", "20", "--finetune-iterations", "10"])
+  data = _load(tmp_path / "sparsity_quick.json")
+  assert len(data["points"]) == 2
+  assert all(0 <= p["sparsity"] <= 1 for p in data["points"])
+  assert os.path.exists(tmp_path / "figure5_quick.png")
+  os.remove(tmp_path / "figure5_quick.png")
+  sparsity.main(["--replot", str(tmp_path / "sparsity_quick.json")])
+  assert os.path.exists(tmp_path / "figure5_quick.png")
+
+
+def test_generalization_quick(tmp_path, capsys):
+  out = generalization.main([
+      "--quick", "--no-progress", "--out", str(tmp_path), "--tasks", "1",
+      "--seeds", "2", "--methods", "pathprox", "--weight-norm",
+      "--iterations-task1", "10", "--eval-every", "10",
+      "--data-dir", str(tmp_path / "no_data")])
+  rows = {(r["task"], r["method"]): r for r in out["table"]}
+  assert set(rows) == {(1, "pathprox"), (1, "weight_norm")}
+  assert all(_finite(r["test_acc"][0]) and _finite(r["test_acc"][1])
+             for r in rows.values())
+  assert "corrupted-data accuracy skipped" in capsys.readouterr().out
+  assert os.path.exists(tmp_path / "generalization_quick.png")
+  os.remove(tmp_path / "generalization_quick.png")
+  generalization.main(["--replot", str(tmp_path / "generalization_quick.json")])
+  assert os.path.exists(tmp_path / "generalization_quick.png")
+
+
+def test_generalization_vgg19_synthetic_smoke(tmp_path):
+  out = generalization.main([
+      "--quick", "--no-progress", "--out", str(tmp_path), "--tasks", "3",
+      "--seeds", "1", "--methods", "pathprox", "--synthetic-cifar", "8",
+      "--width-multiplier", "0.0625", "--max-steps", "1"])
+  (row,) = out["table"]
+  assert row["task"] == 3 and _finite(row["test_acc"][0])
+  assert 0 <= row["active"][0] <= 1

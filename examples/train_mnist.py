@@ -8,6 +8,7 @@ the training loss, test accuracy and the fraction of active units.
 """
 
 import argparse
+import functools
 import time
 
 import jax
@@ -41,7 +42,7 @@ def main():
     logits = nnx.merge(graphdef, params)(xb)
     return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
   def train_chunk(params, opt_state, key):
     """`log_every` PathProx steps on device, no host round-trip in between."""
     def step(carry, k):

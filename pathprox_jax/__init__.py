@@ -10,7 +10,8 @@ from pathprox_jax.checkpoint import (Checkpoint, latest_step,
 from pathprox_jax.compact import (OutputChange, compact, compaction_error,
                                   kept_units, rebuild, select_units)
 from pathprox_jax.guards import SkipNonFiniteState, skip_nonfinite
-from pathprox_jax.balance import balance_layers, balance_neurons, layer_scales
+from pathprox_jax.balance import (balance_layers, balance_neurons,
+                                  layer_scales, normalize_units)
 from pathprox_jax.models import MLP, VGG19, FactorizedMLP
 from pathprox_jax.objectives import (ActiveUnits, active_units,
                                      jacobian_spectral_norms, path_norm_penalty,
@@ -34,7 +35,7 @@ __all__ = [
     "group_norms", "prox_group_lasso", "project_unit_sphere", "prox_path_norm",
     "unit_norms", "UnitWeights", "prox_l1", "prox_l0", "prox_l_half",
     "prox_l_two_thirds", "prox_binary", "prox_quant_original",
-    "balance_layers", "balance_neurons", "layer_scales",
+    "balance_layers", "balance_neurons", "layer_scales", "normalize_units",
     "path_prox", "path_prox_params", "layerwise_balance", "pathprox", "PathProxState",
     "weight_decay_penalty", "path_norms", "unit_path_norms",
     "path_norm_penalty", "active_units", "ActiveUnits",

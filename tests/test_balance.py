@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pathprox_jax import (UnitSpec, balance_layers, balance_neurons, layer_scales,
+                          normalize_units,
                           path_norm_penalty, path_norms, unit_path_norms,
                           weight_decay_penalty)
 from tests import reference
@@ -121,3 +122,19 @@ def test_balance_neurons_preserves_function_and_balances_units():
   np.testing.assert_allclose(
       np.concatenate(unit_path_norms(out, spec)),
       np.concatenate(unit_path_norms(as_jnp(p), spec)), rtol=1e-5, atol=1e-7)
+
+
+def test_normalize_units_preserves_function_and_puts_w_on_sphere():
+  p = mlp_params(7)
+  p["l0"]["kernel"][:, 1] = 0.0          # a zero column is left alone
+  spec = UnitSpec.from_pairs(p, PAIRS)
+  x = np.random.default_rng(4).normal(size=(16, 6))
+  out = jax.jit(normalize_units, static_argnums=1)(as_jnp(p), spec)
+  before = reference.forward(p, LAYERS, x, RELU_AFTER)
+  after = reference.forward(jax.tree.map(np.asarray, out), LAYERS, x, RELU_AFTER)
+  assert rel_diff(after, before) <= 1e-5
+  for a, _ in PAIRS:
+    n = np.linalg.norm(np.asarray(out[a]["kernel"], np.float64), axis=0)
+    live = np.linalg.norm(p[a]["kernel"], axis=0) > 0
+    np.testing.assert_allclose(n[live], 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(out["l0"]["kernel"][:, 1], 0.0)

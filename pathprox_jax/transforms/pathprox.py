@@ -215,6 +215,10 @@ def pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
   4. sphere projection of input weights and group soft-threshold of output
      weights at ``lambda * lr_t``.
 
+  The first projection changes the network function unless the input
+  weights already have unit norm; with large learning rates from PyTorch's
+  default init, normalise once with :func:`~pathprox_jax.normalize_units`.
+
   Args:
     learning_rate: a float or an optax schedule.
     weight_decay: ``lambda``.

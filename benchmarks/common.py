@@ -101,36 +101,6 @@ def safe_norm(x: jax.Array, axis) -> jax.Array:
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
-def smooth_path_norm_penalty(params: Any, spec: ppx.UnitSpec) -> jax.Array:
-  """``sum_i ||w_i|| ||v_i|| + 0.5 * ungrouped kernels^2`` with a NaN-free
-  gradient at zero norms (for SGD on the path-norm objective).
-
-  Same value as :func:`pathprox_jax.path_norm_penalty`.
-  """
-  total = jnp.zeros([], jnp.float32)
-  grouped = set()
-  for g in spec.groups:
-    w = _get(params, g.leaf(INPUT_KERNEL))
-    v = _get(params, g.leaf("output_kernel"))
-    grouped |= {g.leaf(INPUT_KERNEL), g.leaf("output_kernel")}
-    nw = safe_norm(w, tuple(range(w.ndim - 1)))
-    v_axes = tuple(a for a in range(v.ndim) if a != v.ndim - 2)
-    nv = safe_norm(v, v_axes)
-    total = total + jnp.sum(nw * nv)
-  for path in spec.kernel_paths:
-    if path not in grouped:
-      total = total + 0.5 * jnp.sum(jnp.square(_get(params, path)))
-  return total
-
-
-def _get(tree: Any, path: Sequence[str]) -> Any:
-  for key in path:
-    if key not in tree:  # pure dicts from nnx use int keys for lists
-      key = int(key)
-    tree = tree[key]
-  return tree
-
-
 def l1_penalty(params: Any) -> jax.Array:
   """``sum |K|`` over all kernels (lasso)."""
   leaves = jax.tree.leaves(jax.tree.map(
@@ -208,7 +178,7 @@ def make_method(method: str, lr, lam: float, spec: ppx.UnitSpec | None,
   if method == "weight_norm":
     return optax.chain(weight_decay_sgd(lr, lam), project_inputs(spec)), zero
   if method == "pathnorm_sgd":
-    return optax.sgd(lr), lambda p: lam * smooth_path_norm_penalty(p, spec)
+    return optax.sgd(lr), lambda p: lam * ppx.path_norm_penalty(p, spec)
   if method == "lasso":
     return optax.sgd(lr), lambda p: lam * l1_penalty(p)
   if method == "group_lasso":

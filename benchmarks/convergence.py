@@ -72,22 +72,6 @@ def parse_args(argv=None):
   return args
 
 
-def normalize_init(params, spec):
-  """Function-preserving rescale ``w_i, b_i /= ||w_i||``, ``v_i *= ||w_i||``."""
-  leaves, treedef, positions = ppx.units.group_leaves(spec, params)
-  leaves = list(leaves)
-  for pos in positions:
-    w = leaves[pos["input_kernel"]]
-    n = ppx.group_norms(w, w.ndim - 1)
-    s = jnp.where(n > 0, n, 1.0)
-    leaves[pos["input_kernel"]] = w / s
-    if "input_bias" in pos:
-      leaves[pos["input_bias"]] = leaves[pos["input_bias"]] / s
-    v = leaves[pos["output_kernel"]]
-    leaves[pos["output_kernel"]] = v * s.reshape((-1, 1))
-  return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
 def make_evaluator(apply_fn, spec, lam, x_train, y_train, x_test, y_test,
                    x_jac=None):
   xt, yt = jnp.asarray(x_train), jnp.asarray(y_train)
@@ -342,7 +326,7 @@ def main(argv=None):
   f = common.functional(model)
   init_params = f.params
   if args.normalize_init:
-    init_params = normalize_init(init_params, f.spec)
+    init_params = ppx.normalize_units(init_params, f.spec)
   x_jac = data.x_test[:args.jacobian_samples]
   evaluate = make_evaluator(f.apply, f.spec, args.lam, data.x_train,
                             data.y_train, data.x_test, data.y_test,

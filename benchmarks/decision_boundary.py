@@ -107,8 +107,7 @@ def main(argv=None):
   f = common.functional(model)
   init_params = f.params
   if args.normalize_init:
-    from benchmarks.convergence import normalize_init
-    init_params = normalize_init(init_params, f.spec)
+    init_params = ppx.normalize_units(init_params, f.spec)
   evaluate = make_evaluator(f.apply, f.spec, args.lam, x, y, grid)
   p0_fn = jax.jit(lambda p: jax.nn.softmax(f.apply(p, jnp.asarray(grid)))[:, 0])
 

@@ -255,8 +255,7 @@ def run_one(task, method, seed, args, corrupted_sets):
   f = common.functional(model)
   params = f.params
   if args.normalize_init:
-    from benchmarks.convergence import normalize_init
-    params = normalize_init(params, f.spec)
+    params = ppx.normalize_units(params, f.spec)
   tx, penalty = common.make_method(method, task.schedule(lr), lam, f.spec)
   run = common.make_chunk_runner(f.apply, tx, penalty, augment=task.augment)
   evaluate = make_evaluator(f.apply, f.spec, task.data)

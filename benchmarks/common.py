@@ -25,7 +25,7 @@ from flax import nnx
 
 import pathprox_jax as ppx
 from pathprox_jax.transforms._common import rewrite_updates
-from pathprox_jax.units import INPUT_BIAS, INPUT_KERNEL, UNGROUPED_KERNEL
+from pathprox_jax.units import INPUT_BIAS, INPUT_KERNEL
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -371,7 +371,8 @@ def pyplot():
 
 
 def save_figure(fig, path: str, copy_to_docs: bool = False) -> list[str]:
-  """Saves ``fig`` as PNG at ``path`` and, if asked, into ``docs/figures``."""
+  """Saves ``fig`` as PNG at ``path`` (and, if asked, into ``docs/figures``),
+  then closes it."""
   fig.savefig(path, dpi=130, bbox_inches="tight")
   paths = [path]
   if copy_to_docs:
@@ -380,6 +381,7 @@ def save_figure(fig, path: str, copy_to_docs: bool = False) -> list[str]:
     dst = os.path.join(docs, os.path.basename(path))
     fig.savefig(dst, dpi=130, bbox_inches="tight")
     paths.append(dst)
+  pyplot().close(fig)
   return paths
 
 

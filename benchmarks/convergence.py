@@ -180,7 +180,6 @@ def plot_lipschitz(results, args, path, copy):
   ax.legend(fontsize=8)
   fig.tight_layout()
   paths = common.save_figure(fig, path, copy)
-  plt.close(fig)
   return paths
 
 
@@ -251,7 +250,6 @@ def plot_figure1(results, args, path, copy):
   fig.suptitle(_config_title(args), fontsize=10)
   fig.tight_layout()
   paths = common.save_figure(fig, path, copy)
-  plt.close(fig)
   return paths
 
 
@@ -276,7 +274,6 @@ def plot_figure4(results, args, path, copy):
   ax.grid(alpha=0.3)
   fig.tight_layout()
   paths = common.save_figure(fig, path, copy)
-  plt.close(fig)
   return paths
 
 

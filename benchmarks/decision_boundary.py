@@ -156,7 +156,7 @@ def main(argv=None):
     p0 = runs[m]["p0"][when]
     im = ax.contourf(gx, gy, p0, levels=np.linspace(0, 1, 21), cmap="RdBu",
                      vmin=0, vmax=1)
-    cs = ax.contour(gx, gy, p0, levels=[0.1, 0.5, 0.9],
+    ax.contour(gx, gy, p0, levels=[0.1, 0.5, 0.9],
                     colors=["red", "white", "blue"], linewidths=2)
     if when == "long":
       ax.contour(gx, gy, runs["pathprox"]["p0"]["long"], levels=[0.1, 0.5, 0.9],
@@ -192,7 +192,6 @@ def main(argv=None):
                f"(seed {args.seed}){' [QUICK]' if args.quick else ''}",
                fontsize=10)
   figs = common.save_figure(fig, f"{out}/figure2{tag}.png", args.copy_figures)
-  plt.close(fig)
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
   for m in METHODS:
     h = runs[m]["history"]
@@ -217,7 +216,6 @@ def main(argv=None):
                f"{args.lam:g}{' [QUICK]' if args.quick else ''}", fontsize=10)
   figs += common.save_figure(fig, f"{out}/figure2_objective{tag}.png",
                              args.copy_figures)
-  plt.close(fig)
   summary["figures"] = figs
   common.save_json(f"{out}/decision_boundary{tag}.json",
                    {"config": vars(args), "environment": common.environment(),

@@ -337,7 +337,6 @@ def plot_runs(results, args, path):
                fontsize=10)
   fig.tight_layout()
   paths = common.save_figure(fig, path, args.copy_figures)
-  plt.close(fig)
   return paths
 
 

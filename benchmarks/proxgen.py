@@ -46,7 +46,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -299,7 +298,6 @@ def plot_sparse(results, model_name, args, path, copy):
                f"{args.sparse_lr:g}")
   fig.tight_layout()
   paths = common.save_figure(fig, path, copy)
-  plt.close(fig)
   return paths
 
 
@@ -401,7 +399,6 @@ def plot_task1(results, args, path, copy):
                f"images, batch 200, lambda {args.task1_lam:g}{extra}")
   fig.tight_layout()
   paths = common.save_figure(fig, path, copy)
-  plt.close(fig)
   return paths
 
 

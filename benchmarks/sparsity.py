@@ -173,7 +173,6 @@ def plot_figure5(points, args, n_train, path):
   ax.legend(fontsize=8, loc="lower left")
   fig.tight_layout()
   paths = common.save_figure(fig, path, args.copy_figures)
-  plt.close(fig)
   return paths
 
 

@@ -783,7 +783,6 @@ def plot(results: dict, out_dir: str, tag: str, copy: bool) -> list[str]:
   paths += common.save_figure(fig, os.path.join(out_dir,
                                                 f"step_time_ratios{tag}.png"),
                               copy)
-  plt.close(fig)
   if "sweep" in results:
     sw = results["sweep"]
     colors = {"sgd_wd": "tab:blue", "pathprox": "tab:red",
@@ -813,7 +812,6 @@ def plot(results: dict, out_dir: str, tag: str, copy: bool) -> list[str]:
       ax.legend(fontsize=7)
     paths += common.save_figure(
         fig, os.path.join(out_dir, f"step_time_width_sweep{tag}.png"), copy)
-    plt.close(fig)
   return paths
 
 

@@ -10,7 +10,6 @@ reproduction.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -24,8 +24,6 @@ import optax
 from flax import nnx
 
 import pathprox_jax as ppx
-from pathprox_jax.transforms._common import rewrite_updates
-from pathprox_jax.units import INPUT_BIAS, INPUT_KERNEL
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,12 +79,6 @@ def copy_tree(tree: Any) -> Any:
   return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
-def kernel_mask(params: Any) -> Any:
-  """Boolean pytree: True on leaves named ``kernel``."""
-  return jax.tree_util.tree_map_with_path(
-      lambda kp, _: getattr(kp[-1], "key", None) == "kernel", params)
-
-
 def dense_kernels(params: Any) -> list[jax.Array]:
   """The kernels of a ``layers/i`` model, in layer order."""
   layers = params["layers"]
@@ -94,28 +86,28 @@ def dense_kernels(params: Any) -> list[jax.Array]:
 
 
 # ------------------------------------------------------------------ penalties
-def safe_norm(x: jax.Array, axis) -> jax.Array:
-  """Euclidean norm with a zero (sub)gradient at 0 instead of NaN."""
-  sq = jnp.sum(jnp.square(x), axis=axis)
-  pos = sq > 0
-  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
-
-
 def l1_penalty(params: Any) -> jax.Array:
   """``sum |K|`` over all kernels (lasso)."""
   leaves = jax.tree.leaves(jax.tree.map(
-      lambda m, x: jnp.sum(jnp.abs(x)) if m else 0.0, kernel_mask(params),
+      lambda m, x: jnp.sum(jnp.abs(x)) if m else 0.0, ppx.kernel_mask(params),
       params))
   return sum(leaves, jnp.zeros([], jnp.float32))
 
 
+def hidden_layer_specs(params: Any, relu_after: Sequence[int]
+                       ) -> list[ppx.UnitSpec]:
+  """One single-group spec per ReLU hidden layer of a ``layers/i`` model (the
+  layer after ``l`` in ``relu_after`` and the next one). Consecutive hidden
+  layers share a kernel, so they cannot be groups of one (disjoint) spec."""
+  return [ppx.UnitSpec.from_pairs(params, [(f"layers/{l}", f"layers/{l + 1}")])
+          for l in relu_after]
+
+
 def hidden_unit_norms(params: Any, relu_after: Sequence[int]
                       ) -> list[tuple[jax.Array, jax.Array]]:
-  """For every ReLU hidden layer (after layer ``l`` in ``relu_after``), the
-  per-neuron input-weight norms (columns of ``K_l``) and output-weight norms
-  (rows of ``K_{l+1}``). Works for MLP and FactorizedMLP."""
-  ks = dense_kernels(params)
-  return [(safe_norm(ks[l], 0), safe_norm(ks[l + 1], 1)) for l in relu_after]
+  """For every ReLU hidden layer, the library's per-neuron ``(||w_i||, ||v_i||)``."""
+  return [ppx.unit_norms(s.gather(params)[0])
+          for s in hidden_layer_specs(params, relu_after)]
 
 
 def group_lasso_penalty(params: Any, relu_after: Sequence[int]) -> jax.Array:
@@ -136,32 +128,13 @@ def hidden_unit_path_norms(params: Any, relu_after: Sequence[int]
 def project_inputs(spec: ppx.UnitSpec) -> optax.GradientTransformationExtraArgs:
   """Projects every unit's input weights to the unit sphere after the step
   (weight normalisation as a projection, paper Table 2)."""
-
-  def init_fn(params):
-    spec.check(params)
-    return optax.EmptyState()
-
-  def update_fn(updates, state, params=None, **extra):
-    del extra
-
-    def new_values(z, positions):
-      out = {}
-      for pos in positions:
-        b = z[pos[INPUT_BIAS]] if INPUT_BIAS in pos else None
-        k, b = ppx.project_unit_sphere(z[pos[INPUT_KERNEL]], b)
-        out[pos[INPUT_KERNEL]] = k
-        if b is not None:
-          out[pos[INPUT_BIAS]] = b
-      return out
-
-    return rewrite_updates(spec, updates, params, new_values), state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return ppx.map_units(spec, lambda groups: [ppx.project_unit_sphere(x)
+                                             for x in groups])
 
 
 def weight_decay_sgd(lr, lam: float) -> optax.GradientTransformation:
   """SGD on ``L + lam/2 sum ||K||^2`` (kernels only, biases not decayed)."""
-  return optax.chain(optax.add_decayed_weights(lam, mask=kernel_mask),
+  return optax.chain(optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
                      optax.sgd(lr))
 
 

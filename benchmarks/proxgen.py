@@ -52,15 +52,9 @@ from flax import nnx
 import pathprox_jax as ppx
 from benchmarks import common
 from pathprox_jax.data import load_mnist_subset
-from pathprox_jax.prox.elementwise import (prox_l0, prox_l1, prox_l_half,
-                                           prox_l_two_thirds)
-from pathprox_jax.transforms.adaptive_pathprox import adaptive_pathprox
-from pathprox_jax.transforms.baselines import (prox_sgd_two_stage,
-                                               subgradient_adam)
-from pathprox_jax.transforms.proxgen import kernel_mask, proxgen_adam
 
-REGS = {"l1": (1.0, prox_l1), "l0": (0.0, prox_l0),
-        "l1/2": (0.5, prox_l_half), "l2/3": (2.0 / 3.0, prox_l_two_thirds)}
+REGS = {"l1": (1.0, ppx.prox_l1), "l0": (0.0, ppx.prox_l0),
+        "l1/2": (0.5, ppx.prox_l_half), "l2/3": (2.0 / 3.0, ppx.prox_l_two_thirds)}
 # lambda grids: chosen once, from 600-step runs on the MLP with a 5-value
 # grid per regulariser, to span ~50% to ~95% sparsity for ProxGen-Adam; every
 # method runs on the same grid; the CNN (slower on CPU) uses its first and
@@ -162,7 +156,7 @@ def lq_penalty(params, q: float) -> jax.Array:
   """``sum |theta|^q`` over kernels; ``q = 0`` counts non-zeros."""
   total = jnp.zeros([], jnp.float32)
   for leaf, on in zip(jax.tree.leaves(params),
-                      jax.tree.leaves(kernel_mask(params))):
+                      jax.tree.leaves(ppx.kernel_mask(params))):
     if on:
       total += (jnp.sum(leaf != 0).astype(jnp.float32) if q == 0.0
                 else jnp.sum(jnp.abs(leaf) ** q))
@@ -176,7 +170,7 @@ def make_sparse_evaluator(apply_fn, q, threshold, data):
   @jax.jit
   def evaluate(params, lam):
     loss = common.cross_entropy(common.predict_batched(apply_fn, params, xt), yt)
-    mask = kernel_mask(params)
+    mask = ppx.kernel_mask(params)
     pruned = jax.tree.map(
         lambda a, m: jnp.where(jnp.abs(a) <= threshold, 0.0, a) if m else a,
         params, mask)
@@ -201,18 +195,19 @@ def sparse_tx(method: str, reg: str, lr: float, lam: float):
   """``inject_hyperparams`` transforms: one compilation serves every lambda."""
   q, prox = REGS[reg]
   if method == "proxgen":
-    return optax.inject_hyperparams(proxgen_adam, static_args=("prox", "mask"))(
-        learning_rate=lr, prox=prox, reg=lam)
-  if method == "prox_sgd":
-    return optax.inject_hyperparams(prox_sgd_two_stage,
+    return optax.inject_hyperparams(ppx.proxgen_adam,
                                     static_args=("prox", "mask"))(
-        learning_rate=lr, prox=prox, reg=lam)
+        learning_rate=lr, weight_decay=lam, prox=prox)
+  if method == "prox_sgd":
+    return optax.inject_hyperparams(ppx.prox_sgd_two_stage,
+                                    static_args=("prox", "mask"))(
+        learning_rate=lr, weight_decay=lam, prox=prox)
   if method == "subgrad":
     if q == 0.0:  # zero gradient a.e.: the subgradient method is plain Adam
       return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-    return optax.inject_hyperparams(subgradient_adam,
+    return optax.inject_hyperparams(ppx.subgradient_adam,
                                     static_args=("q", "guard", "mask"))(
-        learning_rate=lr, reg=lam, q=q)
+        learning_rate=lr, weight_decay=lam, q=q)
   raise ValueError(method)
 
 
@@ -302,17 +297,15 @@ def plot_sparse(results, model_name, args, path, copy):
 
 
 # ----------------------------------------------------------------- task 1
-def imbalance(params, s):
-  """Scales layers 1 (kernel, bias) and 2 (bias) by ``s``, layer 3's kernel by
-  ``1/s``: the function of a FactorizedMLP is unchanged, the first two groups'
-  path norms are multiplied by ``s`` and ``1/s``."""
-  p = jax.tree.map(lambda a: a, params)
-  layers = p["layers"]
-  layers[1]["kernel"] = layers[1]["kernel"] * s
-  layers[1]["bias"] = layers[1]["bias"] * s
-  layers[2]["bias"] = layers[2]["bias"] * s
-  layers[3]["kernel"] = layers[3]["kernel"] / s
-  return p
+def imbalance(params, spec, s):
+  """Moves a scale ``s`` from group 1 to group 0 (group 0's output layer and
+  group 1's input bias times ``s``, group 1's output kernel over ``s``): the
+  function is unchanged, the first two groups' path norms are multiplied by
+  ``s`` and ``1/s``."""
+  groups = spec.gather(params)
+  groups[0] = ppx.scale_units(groups[0], v=s, c=s)
+  groups[1] = ppx.scale_units(groups[1], b=s, v=1.0 / s)
+  return spec.scatter(params, groups)
 
 
 def task1_tx(method, args, spec):
@@ -322,14 +315,14 @@ def task1_tx(method, args, spec):
   if method == "pathprox":
     return ppx.pathprox(args.sgd_lr, lam, spec)
   if method == "adam_l2":
-    return optax.chain(optax.add_decayed_weights(lam, mask=kernel_mask),
+    return optax.chain(optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
                        optax.adam(args.adam_lr))
   if method == "adaptive_pathprox":
-    return adaptive_pathprox(args.adam_lr, lam, spec)
+    return ppx.adaptive_pathprox(args.adam_lr, lam, spec)
   if method == "adaptive_pathprox_nobalance":
-    return adaptive_pathprox(args.adam_lr, lam, spec, balance=False)
+    return ppx.adaptive_pathprox(args.adam_lr, lam, spec, balance=False)
   if method == "adaptive_pathprox_stale":
-    return adaptive_pathprox(args.adam_lr, lam, spec, rescale_moments=False)
+    return ppx.adaptive_pathprox(args.adam_lr, lam, spec, rescale_moments=False)
   raise ValueError(method)
 
 
@@ -340,7 +333,7 @@ def run_task1(args, progress):
   lam = args.task1_lam
   init = f.params
   if args.task1_init_imbalance != 1.0:
-    init = imbalance(init, args.task1_init_imbalance)
+    init = imbalance(init, f.spec, args.task1_init_imbalance)
   xt, yt = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   xs, ys = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
 

@@ -70,13 +70,6 @@ from flax import nnx
 import pathprox_jax as ppx
 from benchmarks import common
 
-try:  # written concurrently by another engineer; optional here
-  from pathprox_jax.transforms.proxgen import proxgen_adam  # type: ignore
-  PROXGEN_ERROR = None
-except Exception as e:  # pragma: no cover - depends on the tree's state
-  proxgen_adam = None
-  PROXGEN_ERROR = f"{type(e).__name__}: {e}"
-
 BASELINES = {"pathprox": "sgd_wd", "pathprox_nobalance": "sgd_wd",
              "pathprox_inplace": "sgd_wd",
              "sgd_wd": "sgd_wd", "proxgen_adam": "adam", "adam": "adam"}
@@ -186,7 +179,7 @@ def make_model(name: str, args, width: int | None = None) -> Setup:
 def make_tx(variant: str, spec: ppx.UnitSpec, lr: float, lam: float):
   if variant == "sgd_wd":
     return optax.chain(
-        optax.add_decayed_weights(lam, mask=common.kernel_mask),
+        optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
         optax.sgd(lr))
   if variant == "pathprox":
     return ppx.pathprox(lr, lam, spec)
@@ -197,9 +190,7 @@ def make_tx(variant: str, spec: ppx.UnitSpec, lr: float, lam: float):
   if variant == "adam":
     return optax.adam(lr)
   if variant == "proxgen_adam":
-    if proxgen_adam is None:
-      raise ImportError(PROXGEN_ERROR)
-    return proxgen_adam(lr, prox=ppx.prox_l1, reg=lam)
+    return ppx.proxgen_adam(lr, lam, ppx.prox_l1)
   raise ValueError(f"Unknown variant {variant!r}.")
 
 
@@ -212,21 +203,15 @@ class InPlaceProx(NamedTuple):
 
 def pathprox_inplace(lr: float, lam: float, spec: ppx.UnitSpec,
                      balance: bool = True) -> InPlaceProx:
-  """``ppx.path_prox_params`` after ``optax.apply_updates``: the same math as
-  ``ppx.pathprox``, applied to the parameters instead of returning
-  ``prox(z) - params`` as an update. ``params`` is then dead once ``z`` exists, so XLA can write
-  ``z`` and ``prox(z)`` into the donated parameter buffers: no
-  parameter-sized temporary (see STEP_TIME_RESULTS.md). Constant learning
-  rate only (a schedule would need the step count)."""
-  from pathprox_jax.units import UNGROUPED_KERNEL
-
-  tx = optax.chain(optax.add_decayed_weights(lam, mask=spec.mask(UNGROUPED_KERNEL)),
-                   optax.sgd(lr))
-
-  def post(params):
-    return ppx.path_prox_params(params, spec, lam, lr, balance=balance)
-
-  return InPlaceProx(tx, post)
+  """``ppx.pathprox_gradient`` then ``ppx.path_prox_params`` after
+  ``optax.apply_updates``: the same math as ``ppx.pathprox``, applied to the
+  parameters instead of returning ``prox(z) - params`` as an update.
+  ``params`` is then dead once ``z`` exists, so XLA can write ``z`` and
+  ``prox(z)`` into the donated parameter buffers: no parameter-sized
+  temporary (see STEP_TIME_RESULTS.md)."""
+  return InPlaceProx(ppx.pathprox_gradient(lr, lam, spec), lambda params:
+                     ppx.path_prox_params(params, lr, lam, spec,
+                                          balance=balance))
 
 
 def init_state(tx, params):
@@ -240,17 +225,6 @@ def apply_tx(tx, grads, state, params):
     return tx.post(optax.apply_updates(params, u)), state
   u, state = tx.update(grads, state, params)
   return optax.apply_updates(params, u), state
-
-
-def available_variants(variants: Sequence[str]) -> tuple[list[str], list[str]]:
-  notes, out = [], []
-  for v in variants:
-    if v == "proxgen_adam" and proxgen_adam is None:
-      notes.append("proxgen_adam skipped: pathprox_jax.transforms.proxgen is "
-                   f"not importable ({PROXGEN_ERROR}).")
-      continue
-    out.append(v)
-  return out, notes
 
 
 # ------------------------------------------------------------ compiled fns
@@ -530,8 +504,8 @@ def param_count(tree) -> int:
 def min_kernel_elems(spec: ppx.UnitSpec | None, params) -> int:
   if spec is None or not spec.groups:
     return min(np.size(a) for a in jax.tree.leaves(params) if np.ndim(a) >= 2)
-  return int(min(min(np.prod(g.input_kernel_shape), np.prod(g.output_kernel_shape))
-                 for g in spec.groups))
+  return int(min(np.prod(s.shape) for g in spec.groups
+                 for s in g.inputs + g.outputs))
 
 
 # --------------------------------------------------------------- benchmark
@@ -830,9 +804,9 @@ def main(argv=None) -> dict:
   progress = not args.no_progress
   out_dir = common.results_dir("step_time", args.out)
   tag = "_quick" if args.quick else ""
-  variants, notes = available_variants(args.variants)
+  variants = list(args.variants)
   results = {"config": {k: v for k, v in vars(args).items()},
-             "environment": common.environment(), "notes": notes,
+             "environment": common.environment(),
              "timing": "host wall clock per call incl. dispatch, "
                        "block_until_ready; interleaved round-robin blocks",
              "memory": "compiled.memory_analysis(): XLA buffer assignment",
@@ -847,8 +821,6 @@ def main(argv=None) -> dict:
   results["runtime_s"] = time.perf_counter() - t0
   text = tables(results)
   print(text)
-  for n in notes:
-    print("note:", n)
   print(f"dispatch floor: {results['dispatch_us']['median']:.1f} us; "
         f"runtime {results['runtime_s']:.0f} s")
   results["table"] = text

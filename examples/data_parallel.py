@@ -108,19 +108,29 @@ def _axis_spec(shape, axis, mesh, name="model"):
 
 
 def param_shardings(params, spec: ppx.UnitSpec, mesh, layout: str):
-  """A NamedSharding per parameter, chosen from its role in the UnitSpec."""
-  # For "units": input kernels split on the unit axis (-1), output kernels
-  # on the unit axis (-2). For "other": the opposite axes.
-  unit_axis = {"input_kernel": -1, "input_bias": -1, "output_kernel": -2}
-  other_axis = {"input_kernel": -2, "output_kernel": -1, "output_bias": -1}
-  table = {"units": unit_axis, "2d": unit_axis, "other": other_axis}.get(
-      layout, {})
+  """A NamedSharding per parameter, chosen from its place in the UnitSpec.
 
-  def one(role, x):
-    if role in table:
-      return NamedSharding(mesh, _axis_spec(x.shape, table[role], mesh))
-    return NamedSharding(mesh, P())
-  return jax.tree.map(one, spec.labels(params), params)
+  "units"/"2d": every unit slice is split along the leaf axis that holds its
+  units; "other": along its last non-unit axis (output biases along their
+  last axis); everything else is replicated.
+  """
+  axes = {}
+  for g in spec.groups:
+    for s in g.inputs + g.biases + g.outputs:
+      unit = s.leaf_axis
+      if layout in ("units", "2d"):
+        axes[s.path] = unit
+      elif layout == "other" and s not in g.biases:
+        axes[s.path] = max(a for a in range(len(s.shape)) if a != unit)
+    if layout == "other":
+      axes.update({p: -1 for p in g.output_biases})
+
+  def one(kp, x):
+    axis = axes.get(ppx.path_str(kp))
+    if axis is None:
+      return NamedSharding(mesh, P())
+    return NamedSharding(mesh, _axis_spec(x.shape, axis, mesh))
+  return jax.tree_util.tree_map_with_path(one, params)
 
 
 def opt_state_shardings(opt_state, params, p_shardings, replicated):

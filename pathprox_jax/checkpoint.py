@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from pathprox_jax.units import fmt, normalize_path
+from pathprox_jax.units.paths import path_str
 
 _INSTALL_HINT = (
   "pathprox_jax.checkpoint needs the optional dependency "
@@ -159,10 +159,10 @@ def save_checkpoint(
     mngr.close()
 
 
-def _leaf_table(tree: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...], Any]]:
+def _leaf_table(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {
-    normalize_path(kp): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
+    path_str(kp): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
     for kp, x in flat
   }
 
@@ -178,12 +178,13 @@ def _check_against_metadata(
   """
   stored = {}
   for path, info in _leaf_table(getattr(metadata, "tree", metadata)).items():
-    if path and path[-1] in ("value", "raw_value"):
-      path = path[:-1]
+    head, _, last = path.rpartition("/")
+    if last in ("value", "raw_value"):
+      path = head
     stored[path] = info
   wanted = _leaf_table(template)
-  missing = sorted(fmt(p) for p in wanted if p not in stored)
-  unexpected = sorted(fmt(p) for p in stored if p not in wanted)
+  missing = sorted(p for p in wanted if p not in stored)
+  unexpected = sorted(p for p in stored if p not in wanted)
   if missing or unexpected:
     raise ValueError(
       f"Cannot restore '{name}' from {where}: the template's tree does not "
@@ -195,12 +196,12 @@ def _check_against_metadata(
     s_shape, s_dtype = stored[path]
     if s_shape != shape:
       raise ValueError(
-        f"Cannot restore '{name}/{fmt(path)}' from {where}: the checkpoint "
+        f"Cannot restore '{name}/{path}' from {where}: the checkpoint "
         f"holds shape {s_shape}, the template has shape {shape}."
       )
     if s_dtype is not None and np.dtype(s_dtype) != np.dtype(dtype):
       raise ValueError(
-        f"Cannot restore '{name}/{fmt(path)}' from {where}: the checkpoint "
+        f"Cannot restore '{name}/{path}' from {where}: the checkpoint "
         f"holds dtype {np.dtype(s_dtype)}, the template has dtype "
         f"{np.dtype(dtype)} (a silent cast would break exact resumption)."
       )

@@ -12,12 +12,13 @@ depend on the parameter values. Call it between training phases, never inside
 a jitted step. Optimizer states built for the old shapes must be re-created
 (``tx.init``) or sliced with :func:`select_units` (e.g. a momentum buffer).
 
-Assumption (as in the rest of the library): between a group's input layer
-``A`` and output layer ``B`` sits an element-wise activation (``activation``,
-ReLU by default) and otherwise only operations that map a constant feature map
-to the same constant (identity, max pooling, global average pooling, ...).
-That is what makes a unit with zero input weights a constant, see
-:func:`kept_units`.
+Every slice of a group is cut along its unit axis, whatever the layout
+(Flax, Haiku, Equinox, several input or output slices, a Dense layer after a
+flatten). Assumption (as in the rest of the library): between a group's input
+and output slices sits an element-wise activation (``activation``, ReLU by
+default) and otherwise only operations that map a constant feature map to the
+same constant (identity, max pooling, average pooling, reshapes). That is what
+makes a unit with zero input weights a constant, see :func:`kept_units`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pathprox_jax._checks import check_int, check_number, check_units, is_traced
+from pathprox_jax._numerics import accumulation_dtype
 from pathprox_jax.objectives import unit_path_norms
-from pathprox_jax.prox.group import accumulation_dtype
-from pathprox_jax.units import (INPUT_BIAS, INPUT_KERNEL, OUTPUT_BIAS,
-                                OUTPUT_KERNEL, UnitSpec, fmt, group_leaves,
-                                leaf_index)
+from pathprox_jax.units import Slice, UnitGroup, UnitSpec, UnitWeights
+from pathprox_jax.units.paths import leaf_index
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -45,86 +46,84 @@ __all__ = ["kept_units", "select_units", "compact", "OutputChange",
 
 # ------------------------------------------------------------- validation
 def _check_spec(params: Any, units: Any, where: str) -> None:
-  if not isinstance(units, UnitSpec):
-    raise TypeError("`units` must be a pathprox_jax.UnitSpec (build it with "
-                    f"UnitSpec.from_pairs or model.unit_spec()); got {type(units)}.")
+  check_units(units)
   units.check(params, where=where)
-  if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(params)):
+  if any(is_traced(x) for x in jax.tree_util.tree_leaves(params)):
     raise ValueError("compaction is a host-side operation (output shapes depend "
                      "on the values); call it outside jax.jit / jax.grad.")
 
 
 def _check_threshold(threshold: Any) -> float:
-  if isinstance(threshold, jax.core.Tracer):
+  if is_traced(threshold):
     raise ValueError("compact is a host-side operation (output shapes depend on "
                      "values); call it outside jax.jit.")
-  if np.ndim(threshold) != 0:
-    raise ValueError(f"threshold must be a scalar; got shape {np.shape(threshold)}.")
-  t = float(threshold)
-  if math.isnan(t) or t < 0:
-    raise ValueError(f"threshold must be a non-negative number; got {t}.")
-  return t
-
-
-def _check_min_width(min_width: Any) -> int:
-  if isinstance(min_width, bool) or not isinstance(min_width, (int, np.integer)) \
-      or min_width < 0:
-    raise ValueError(f"min_width must be a non-negative int; got {min_width!r}.")
-  return int(min_width)
+  check_number("threshold", threshold, hi_open=False)
+  return float(threshold)
 
 
 # ------------------------------------------------------------ unit choice
-def _constant_contributions(leaves, pos, num_units: int, activation: Activation
-                            ) -> jax.Array:
-  """``(n, out)``: ``activation(b_i) * sum_spatial(v_i)`` for every unit."""
-  v = leaves[pos[OUTPUT_KERNEL]]
-  acc = accumulation_dtype(v.dtype)
-  if INPUT_BIAS in pos:
-    b = leaves[pos[INPUT_BIAS]].astype(acc)
-  else:
-    b = jnp.zeros((num_units,), acc)
+def _constant_parts(group: UnitGroup, x: UnitWeights, activation: Activation
+                    ) -> list[jax.Array]:
+  """Per output slice, ``(n, outputs)``: what unit ``i`` contributes to that
+  layer's pre-activation when ``w_i = 0``, ``activation(b_i) * sum v_i`` (the
+  sum over the slice's input axes other than the unit axis)."""
+  acc = accumulation_dtype(x.v[0].dtype)
+  n = group.num_units
+  b = jnp.zeros((n,), acc)
+  for bias, axis in zip(x.b, x.b_axes):
+    b = b + jnp.sum(jnp.moveaxis(bias.astype(acc), axis, 0).reshape(n, -1), 1)
   a = jnp.asarray(activation(b), acc)
-  if a.shape != (num_units,):
-    raise ValueError(f"activation must be element-wise; mapped a ({num_units},)"
-                     f" bias to shape {a.shape}.")
-  v_sum = jnp.sum(v.astype(acc), axis=tuple(range(v.ndim - 2)))  # (n, out)
-  return a[:, None] * v_sum
+  if a.shape != (n,):
+    raise ValueError(f"activation must be element-wise; mapped a ({n},) bias "
+                     f"to shape {a.shape}.")
+  out = []
+  for s, v in zip(group.outputs, x.v):
+    order = [s.axis] + list(s.other_axes)
+    summed = tuple(i for i, ax in enumerate(order) if ax not in s.out_axes
+                   and ax != s.axis)
+    per_unit = jnp.sum(jnp.transpose(v.astype(acc), order), axis=summed)
+    out.append(a[:, None] * per_unit.reshape(n, -1))
+  return out
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _unit_stats(params, units, activation):
-  """One compiled pass: per group the path norms and constant parts."""
-  leaves, _, positions = group_leaves(units, params)
-  norms = unit_path_norms(params, units)
-  contribs = [_constant_contributions(leaves, pos, g.num_units, activation)
-              for g, pos in zip(units.groups, positions)]
-  return norms, contribs
+  """One compiled pass: per group the unit path norms and constant parts."""
+  return (unit_path_norms(params, units),
+          [_constant_parts(g, x, activation)
+           for g, x in zip(units.groups, units.gather(params))])
+
+
+def _foldable(group: UnitGroup, s: Slice, fold_conv_constants: bool) -> bool:
+  """Whether a constant input of output slice ``s`` is exactly a bias shift."""
+  scalar_bias = all(math.prod(b.view) == b.num_units for b in group.biases)
+  return (s.bias is not None and scalar_bias
+          and (not s.conv or fold_conv_constants))
 
 
 def _plan(params, units, threshold, activation, fold_conv_constants, min_width):
-  """Kept unit indices and the (host) constant contributions, per group."""
-  norms, contribs = jax.device_get(_unit_stats(params, units, activation))
+  """Kept unit indices and the (host) constant parts, per group."""
+  norms, parts = jax.device_get(_unit_stats(params, units, activation))
   kept = []
-  for k, (g, pn, contrib) in enumerate(zip(units.groups, norms, contribs)):
+  for k, (g, pn, gparts) in enumerate(zip(units.groups, norms, parts)):
     pn = np.asarray(pn)
     bad = ~np.isfinite(pn)
     if bad.any():
       raise ValueError(
-          f"Group {k} ('{fmt(g.input_path)}' -> '{fmt(g.output_path)}'): "
-          f"{int(bad.sum())} of {pn.size} unit path norms are not finite "
-          f"(first at unit {int(np.flatnonzero(bad)[0])}); cannot compact.")
-    has_const = np.any(contrib != 0, axis=1)
-    dense_out = len(g.output_kernel_shape) == 2
-    foldable = g.has_output_bias and (dense_out or fold_conv_constants)
-    remove = (pn <= threshold) & (foldable | ~has_const)
-    keep = ~remove
+          f"Group {k} ({g.describe()}): {int(bad.sum())} of {pn.size} unit path "
+          f"norms are not finite (first at unit {int(np.flatnonzero(bad)[0])}); "
+          "cannot compact.")
+    accounted = np.ones(g.num_units, bool)
+    for s, part in zip(g.outputs, gparts):
+      if not _foldable(g, s, fold_conv_constants):
+        accounted &= ~np.any(np.asarray(part) != 0, axis=1)
+    keep = ~((pn <= threshold) & accounted)
     need = min(min_width, g.num_units) - int(keep.sum())
     if need > 0:  # revive the strongest removed units, untouched
       order = np.argsort(-pn, kind="stable")
-      revive = [i for i in order if remove[i]][:need]
-      keep[revive] = True
+      keep[[i for i in order if not keep[i]][:need]] = True
     kept.append(np.flatnonzero(keep))
-  return kept, contribs
+  return kept, parts
 
 
 def kept_units(params: Any, units: UnitSpec, threshold: float = 0.0, *,
@@ -140,8 +139,9 @@ def kept_units(params: Any, units: UnitSpec, threshold: float = 0.0, *,
 
   * it is zero (``v_i = 0``, the way PathProx kills units; or
     ``activation(b_i) = 0``), or
-  * it can be folded into the output layer's bias: the output layer has a
-    bias and is Dense, or it is a Conv and ``fold_conv_constants=True``.
+  * it can be folded into the bias of every output slice it reaches: the
+    slice has a bias and is Dense (a Dense after a flatten included), or it
+    is a Conv and ``fold_conv_constants=True``.
 
   Why: a unit with ``w_i = 0`` still outputs the constant
   ``activation(b_i)``, which reaches the next layer as
@@ -184,7 +184,7 @@ def kept_units(params: Any, units: UnitSpec, threshold: float = 0.0, *,
   """
   _check_spec(params, units, "params passed to kept_units")
   kept, _ = _plan(params, units, _check_threshold(threshold), activation,
-                  fold_conv_constants, _check_min_width(min_width))
+                  fold_conv_constants, check_int("min_width", min_width))
   return tuple(kept)
 
 
@@ -194,16 +194,20 @@ def _like(new: np.ndarray, old: Any) -> Any:
   return new if isinstance(old, np.ndarray) else jnp.asarray(new)
 
 
-def _slice_leaves(leaves, positions, kept):
-  """Host-side slicing of the grouped leaves (no XLA compilation per shape)."""
+def _slice_tree(tree, units, kept) -> tuple[Any, list[UnitGroup]]:
+  """Host-side cut of every slice along its unit axis (no XLA compilation per
+  shape); returns the new tree and the resized groups."""
+  leaves, treedef, index = leaf_index(tree)
   out = list(leaves)
-  for pos, idx in zip(positions, kept):
-    for role, axis in ((INPUT_KERNEL, -1), (INPUT_BIAS, -1),
-                       (OUTPUT_KERNEL, -2)):
-      if role in pos:
-        old = leaves[pos[role]]
-        out[pos[role]] = _like(np.take(np.asarray(old), idx, axis=axis), old)
-  return out
+  groups = []
+  for g, idx in zip(units.groups, kept):
+    small = g.resized(len(idx))
+    for s, t in zip(g.slices(), small.slices()):
+      old = leaves[index[s.path]]
+      cut = np.take(np.asarray(old).reshape(s.view), idx, axis=s.axis)
+      out[index[s.path]] = _like(cut.reshape(t.shape), old)
+    groups.append(small)
+  return jax.tree_util.tree_unflatten(treedef, out), groups
 
 
 def _check_kept(units: UnitSpec, kept: Sequence[Any]) -> list[np.ndarray]:
@@ -227,8 +231,8 @@ def _check_kept(units: UnitSpec, kept: Sequence[Any]) -> list[np.ndarray]:
 def select_units(tree: Any, units: UnitSpec, kept: Sequence[Any]) -> Any:
   """Keeps only the ``kept`` units of every group in a params-shaped tree.
 
-  Pure slicing (no bias folding): input kernels and biases along their last
-  axis, output kernels along axis ``-2``; other leaves are untouched. Use it
+  Pure slicing (no bias folding): every slice of every group is cut along
+  its unit axis; other leaves are untouched. Use it
   to slice a tree shaped like the params (e.g. an SGD momentum buffer) with
   the indices of :func:`kept_units`.
 
@@ -250,9 +254,7 @@ def select_units(tree: Any, units: UnitSpec, kept: Sequence[Any]) -> Any:
   """
   _check_spec(tree, units, "tree passed to select_units")
   kept = _check_kept(units, kept)
-  leaves, treedef, positions = group_leaves(units, tree)
-  return jax.tree_util.tree_unflatten(
-      treedef, _slice_leaves(leaves, positions, kept))
+  return _slice_tree(tree, units, kept)[0]
 
 
 # ---------------------------------------------------------------- compact
@@ -262,19 +264,21 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
             ) -> tuple[Any, UnitSpec]:
   r"""Removes dead units, returning smaller params and their UnitSpec.
 
-  For every group ``(A, B)`` the units chosen by :func:`kept_units` are
-  removed: unit ``i``'s column of ``A``'s kernel (Dense ``A[:, i]``, Conv
-  output channel ``A[..., i]``) and bias entry ``b_i``, and its slice of
-  ``B``'s kernel along axis ``-2`` (Dense row ``B[i, :]``, Conv input channel
-  ``B[:, :, i, :]``). The constant part of every removed unit is folded into
-  ``B``'s bias::
+  For every group the units chosen by :func:`kept_units` are removed: entry
+  ``i`` along the unit axis of every input slice, input bias and output slice
+  (Flax Dense: column ``i`` of the input kernel, row ``i`` of the output
+  kernel). The constant part of every removed unit is folded into the bias
+  of each output slice::
 
-      B_bias += activation(b_i) * sum_spatial(v_i)
+      bias += activation(b_i) * sum_inputs(v_i)
+
+  (``sum_inputs`` over the slice's input axes other than the unit axis, e.g.
+  the spatial taps of a conv or the positions of a flatten).
 
   With ``threshold=0`` the network function is unchanged (up to float
   rounding): a removed unit has ``v_i = 0`` (it contributes nothing) or
   ``w_i = 0`` (it contributes exactly the folded constant). With
-  ``threshold > 0`` the change of ``B``'s pre-activation, for a Dense pair
+  ``threshold > 0`` the change of the output layer's pre-activation, for a Dense pair
   and a 1-Lipschitz activation, is at most ``||x|| * sum_removed ||w_i||
   ||v_i||`` (``x`` the input of ``A``), since
   ``|act(w_i.x + b_i) - act(b_i)| <= |w_i.x|``; measure the effect on the
@@ -289,8 +293,8 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
       ``nnx.State``).
     units: the network's :class:`~pathprox_jax.UnitSpec`.
     threshold: path norms ``||w_i|| ||v_i|| <= threshold`` count as dead.
-    activation: element-wise activation between ``A`` and ``B`` (ReLU by
-      default; must be the one the network uses for the bias folding to be
+    activation: element-wise activation between the input and output slices
+      (ReLU by default; must be the one the network uses for the bias folding to be
       exact).
     fold_conv_constants: also fold constant parts into Conv output biases
       (exact for ``VALID`` padding only; see :func:`kept_units`).
@@ -299,7 +303,7 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
   Returns:
     ``(new_params, new_units)``: a pytree with the same structure and
     container types as ``params`` and smaller grouped arrays, and
-    ``UnitSpec.from_pairs(new_params, same pairs)``.
+    the spec of the same groups at their new sizes.
 
   Raises:
     TypeError: if ``units`` is not a ``UnitSpec``.
@@ -321,24 +325,26 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
   """
   _check_spec(params, units, "params passed to compact")
   threshold = _check_threshold(threshold)
-  min_width = _check_min_width(min_width)
-  kept, contribs = _plan(params, units, threshold, activation,
-                         fold_conv_constants, min_width)
-  leaves, treedef, positions = group_leaves(units, params)
-  new = _slice_leaves(leaves, positions, kept)
-  for g, pos, idx, contrib in zip(units.groups, positions, kept, contribs):
+  min_width = check_int("min_width", min_width)
+  kept, parts = _plan(params, units, threshold, activation,
+                      fold_conv_constants, min_width)
+  new_params, groups = _slice_tree(params, units, kept)
+  leaves, treedef, index = leaf_index(new_params)
+  leaves = list(leaves)
+  for g, idx, gparts in zip(units.groups, kept, parts):
     removed = np.setdiff1d(np.arange(g.num_units), idx)
-    if OUTPUT_BIAS not in pos or removed.size == 0:
-      continue  # without an output bias, removed units have no constant part
-    shift = np.sum(np.asarray(contrib, np.float64)[removed], axis=0)
-    if np.any(shift != 0):
-      old = leaves[pos[OUTPUT_BIAS]]
-      bias = np.asarray(old)
-      new[pos[OUTPUT_BIAS]] = _like((bias.astype(np.float64) + shift)
-                                    .astype(bias.dtype), old)
-  new_params = jax.tree_util.tree_unflatten(treedef, new)
-  pairs = [(fmt(g.input_path), fmt(g.output_path)) for g in units.groups]
-  return new_params, UnitSpec.from_pairs(new_params, pairs)
+    for s, part in zip(g.outputs, gparts):
+      if s.bias is None or removed.size == 0:
+        continue  # without a bias, removed units have no constant part
+      shift = np.sum(np.asarray(part, np.float64)[removed], axis=0)
+      if np.any(shift != 0):
+        old = leaves[index[s.bias]]
+        bias = np.asarray(old)
+        leaves[index[s.bias]] = _like(
+            (bias.astype(np.float64) + shift.reshape(bias.shape))
+            .astype(bias.dtype), old)
+  new_params = jax.tree_util.tree_unflatten(treedef, leaves)
+  return new_params, UnitSpec.from_groups(new_params, groups)
 
 
 # ---------------------------------------------------------------- report
@@ -425,8 +431,8 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
   old_leaves, treedef, old_index = leaf_index(old_state)
   new_leaves, _, new_index = leaf_index(params)
   if set(old_index) != set(new_index):
-    missing = sorted(fmt(p) for p in set(old_index) - set(new_index))
-    extra = sorted(fmt(p) for p in set(new_index) - set(old_index))
+    missing = sorted(set(old_index) - set(new_index))
+    extra = sorted(set(new_index) - set(old_index))
     hint = (" (the params hold nnx.Variable dicts with a 'value' key: save "
             "nnx.to_pure_dict(state) instead)"
             if extra and all(p.endswith("/value") for p in extra) else "")
@@ -440,9 +446,9 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
       changed.append(path)
   new_model = nnx.clone(model)
   nnx.update(new_model, jax.tree_util.tree_unflatten(treedef, values))
-  modules = {tuple(map(str, p)): m for p, m in nnx.iter_modules(new_model)}
+  modules = {"/".join(map(str, p)): m for p, m in nnx.iter_modules(new_model)}
   for path in changed:
-    m = modules.get(path[:-1])
+    m = modules.get(path.rsplit("/", 1)[0] if "/" in path else "")
     if isinstance(m, nnx.Conv) and m.feature_group_count == 1 and m.mask is None:
       shape = tuple(m.kernel.shape)
       m.in_features, m.out_features, m.kernel_shape = shape[-2], shape[-1], shape
@@ -450,7 +456,7 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
       m.in_features, m.out_features = tuple(m.kernel.shape)
     else:
       raise ValueError(
-          f"'{fmt(path)}' changed shape {tuple(np.shape(old_leaves[old_index[path]]))}"
+          f"'{path}' changed shape {tuple(np.shape(old_leaves[old_index[path]]))}"
           f" -> {tuple(np.shape(values[old_index[path]]))}, but its module "
           f"{type(m).__name__} is not an nnx.Linear or ungrouped, unmasked "
           "nnx.Conv; rebuild cannot update its size attributes.")

@@ -7,39 +7,45 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pathprox_jax.balance import group_unit_norms
-from pathprox_jax.prox.group import accumulation_dtype
-from pathprox_jax.units import UnitSpec, group_leaves, leaf_index
+from pathprox_jax._numerics import accumulation_dtype
+from pathprox_jax.prox.group import group_path_norms, unit_norms
+from pathprox_jax.units import UnitSpec
+from pathprox_jax.units.paths import is_kernel, leaf_index
 
 
-def _sum_squares(x: jax.Array) -> jax.Array:
-  return jnp.sum(jnp.square(x.astype(accumulation_dtype(x.dtype))))
+def _sum_squares(leaves) -> jax.Array:
+  return sum((jnp.sum(jnp.square(x.astype(accumulation_dtype(x.dtype))))
+              for x in leaves), jnp.zeros([], jnp.float32))
 
 
 def weight_decay_penalty(params: Any) -> jax.Array:
-  r"""``0.5 * sum ||K||^2`` over every leaf named ``kernel`` (biases excluded).
+  r"""``0.5 * sum ||K||^2`` over every kernel (:func:`~pathprox_jax.kernel_mask`;
+  biases and norm scales excluded).
 
   The weight decay objective is ``F = L + lambda * weight_decay_penalty``
-  (PathProx paper, eq. 3.1 with ``R/2``).
+  (PathProx, eq. 3.1 with ``R/2``).
 
   Examples:
     >>> weight_decay_penalty({"fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}})
     Array(2., dtype=float32)
   """
   leaves, _, index = leaf_index(params)
-  return 0.5 * sum((_sum_squares(leaves[i]) for p, i in index.items()
-              if p and p[-1] == "kernel"), jnp.zeros([], jnp.float32))
+  return 0.5 * _sum_squares(leaves[i] for p, i in index.items()
+                            if is_kernel(p, leaves[i]))
+
+
+def _unit_norms(params: Any, units: UnitSpec):
+  return [unit_norms(x) for x in units.gather(params)]
 
 
 def unit_path_norms(params: Any, units: UnitSpec) -> list[jax.Array]:
-  """Per group, the ``(n,)`` array of unit path norms ``||w_i|| ||v_i||``."""
-  leaves, _, positions = group_leaves(units, params)
-  return [nw * nv for nw, nv in group_unit_norms(leaves, positions)]
+  """Per group, the ``(n,)`` unit path norms ``||w_i|| ||v_i||``."""
+  return [nw * nv for nw, nv in _unit_norms(params, units)]
 
 
 def path_norms(params: Any, units: UnitSpec) -> jax.Array:
   """``(G,)`` group path norms ``P_g = sum_i ||w_i|| ||v_i||`` (kernel entries only)."""
-  return jnp.stack([jnp.sum(u) for u in unit_path_norms(params, units)])
+  return group_path_norms(_unit_norms(params, units))
 
 
 def path_norm_penalty(params: Any, units: UnitSpec) -> jax.Array:
@@ -52,11 +58,7 @@ def path_norm_penalty(params: Any, units: UnitSpec) -> jax.Array:
   PathProx's progress on the weight decay objective.
   """
   leaves, _, index = leaf_index(params)
-  grouped = {g.leaf(r) for g in units.groups
-             for r in ("input_kernel", "output_kernel")}
-  ungrouped = sum((_sum_squares(leaves[i]) for p, i in index.items()
-                   if p and p[-1] == "kernel" and p not in grouped),
-                  jnp.zeros([], jnp.float32))
+  ungrouped = _sum_squares(leaves[index[p]] for p in units.ungrouped_kernels)
   return jnp.sum(path_norms(params, units)) + 0.5 * ungrouped
 
 

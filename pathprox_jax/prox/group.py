@@ -1,76 +1,173 @@
-"""Group norms and the group-lasso proximal operator (Euclidean or diagonal metric)."""
+"""Group norms and the group-lasso proximal operator (Euclidean or diagonal metric).
+
+A *group* is one index along a unit axis, possibly spread over several arrays
+(a unit's output weights in two heads are one group). The operators here
+take tuples of arrays with their unit axes; :func:`group_norms` and
+:func:`prox_group_lasso` are the one-array forms.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-
-def accumulation_dtype(dtype) -> jnp.dtype:
-  """At least float32, so that bf16/f16 weights get accurate norms."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _other_axes(ndim: int, axis: int) -> tuple[int, ...]:
-  axis = axis % ndim
-  return tuple(a for a in range(ndim) if a != axis)
+from pathprox_jax._numerics import (accumulation_dtype, along, safe_inverse,
+                                    safe_sqrt, sums_of_squares)
+from pathprox_jax.units.weights import UnitWeights
 
 
 def group_norms(x: jax.Array, axis: int) -> jax.Array:
   """Euclidean norm of every slice ``x.take(k, axis)``, accumulated in >= float32.
 
-  Args:
-    x: array of any rank >= 1.
-    axis: the group axis; the result has shape ``(x.shape[axis],)``.
-
-  Returns:
-    The per-group norms. Differentiable everywhere: the gradient at an
-    all-zero group is 0 (not NaN), so penalties built on it, such as
-    ``path_norm_penalty``, can be minimised with plain gradient steps.
+  Differentiable everywhere: the gradient at an all-zero group is 0, not
+  NaN, so penalties built on it can be minimised with plain gradient steps.
 
   Examples:
     >>> group_norms(jnp.array([[3., 0.], [4., 1.]]), axis=1)
     Array([5., 1.], dtype=float32)
   """
-  x = x.astype(accumulation_dtype(x.dtype))
-  sq = jnp.sum(jnp.square(x), axis=_other_axes(x.ndim, axis))
-  # sqrt has an infinite derivative at 0: keep gradients of zero groups at 0.
-  return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+  return safe_sqrt(sums_of_squares((x,), (axis % x.ndim,)))
 
 
-def _expand(per_group: jax.Array, ndim: int, axis: int) -> jax.Array:
-  shape = [1] * ndim
-  shape[axis % ndim] = -1
-  return per_group.reshape(shape)
+def unit_norms(x: UnitWeights) -> tuple[jax.Array, jax.Array]:
+  """``(||w_i||, ||v_i||)`` for every unit of a group, each ``(n,)``.
+
+  ``||w_i||^2`` sums over every input slice, ``||v_i||^2`` over every output
+  slice; biases are not included (PathProx's convention).
+
+  Examples:
+    >>> x = UnitWeights.from_arrays(jnp.array([[3., 0.], [4., 1.]]),
+    ...                             jnp.array([[1., 0.], [0., 0.]]))
+    >>> unit_norms(x)
+    (Array([5., 1.], dtype=float32), Array([1., 0.], dtype=float32))
+  """
+  return (safe_sqrt(sums_of_squares(x.w, x.w_axes)),
+          safe_sqrt(sums_of_squares(x.v, x.v_axes)))
+
+
+def group_path_norms(norms: Sequence[tuple[jax.Array, jax.Array]]) -> jax.Array:
+  """``(G,)`` group path norms ``P_g = sum_i ||w_i|| ||v_i||`` from per-group
+  :func:`unit_norms`."""
+  return jnp.stack([jnp.sum(nw * nv) for nw, nv in norms])
+
+
+def shrink_factors(norms: jax.Array, tau) -> jax.Array:
+  """Group soft-threshold factors: ``max(1 - tau / ||x_k||, 0)`` per group (0 at 0)."""
+  return jnp.where(norms > tau, 1.0 - tau / jnp.where(norms > 0, norms, 1.0),
+                   0.0)
+
+
+def group_lasso_slices(xs: Sequence[jax.Array], axes: Sequence[int], reg,
+                       scaling=1.0, *, norms: jax.Array | None = None,
+                       newton_steps: int = 20) -> tuple[jax.Array, ...]:
+  r"""Prox of ``reg * sum_k ||x_k||`` where group ``k`` spans every array's slice ``k``.
+
+  ``argmin_y sum_j (y_j - x_j)^2 / (2 s_j) + reg sum_k ||y_k||`` over all
+  entries ``j`` of all arrays. With a scalar ``scaling`` it is the
+  closed-form group soft threshold at ``tau = reg * scaling``; with one
+  array per input (broadcastable to it; the inverse of a diagonal metric
+  ``d = 1 / s``) it is solved per group: ``y_k = 0`` iff ``||d x_k|| <= reg``,
+  else ``y_j = x_j d_j r / (d_j r + reg)`` with ``r = ||y_k||`` the root of
+  ``sum_j (d_j x_j / (d_j r + reg))^2 = 1``. The metric is first normalised
+  per group (``d / max d``, ``reg min s``; same minimiser, no overflow for
+  tiny ``s``) and ``newton_steps`` Newton steps on the concave form
+  ``1 / ||t(r)|| = 1`` run from the lower end of the bracket
+  ``[(||d x|| - reg) / max d, (||d x|| - reg) / min d]``
+  (``docs/algorithms.md``, "Group lasso in a diagonal metric").
+
+  Args:
+    xs: the arrays of one group family.
+    axes: the group (unit) axis of each array.
+    reg: the regularisation strength, scalar (may be traced).
+    scaling: a scalar step, or a tuple with one array per input.
+    norms: optional precomputed group norms (scalar ``scaling`` only).
+    newton_steps: Newton iterations for the metric case.
+
+  Returns:
+    The shrunk arrays, shapes and dtypes of ``xs``.
+  """
+  xs, axes = tuple(xs), tuple(a % x.ndim for x, a in zip(xs, axes))
+  acc = accumulation_dtype(xs[0].dtype)
+  if not isinstance(scaling, (tuple, list)):
+    if jnp.ndim(scaling) != 0:
+      raise ValueError("group_lasso_slices: an array scaling must be given as "
+                       "a tuple with one array per input.")
+    if norms is None:
+      norms = safe_sqrt(sums_of_squares(xs, axes))
+    tau = jnp.asarray(reg, acc) * jnp.asarray(scaling, acc)
+    factor = shrink_factors(norms, tau)
+    return tuple((x.astype(acc) * along(factor, x.ndim, a)).astype(x.dtype)
+                 for x, a in zip(xs, axes))
+
+  def per_group(fn, arrays):      # reduce every array over its non-unit axes
+    out = None
+    for y, a in zip(arrays, axes):
+      r = fn(y, axis=tuple(i for i in range(y.ndim) if i != a))
+      out = r if out is None else (jnp.minimum(out, r) if fn is jnp.min
+                                   else out + r)
+    return out
+
+  def bc(u, x, a):
+    return along(u, x.ndim, a)
+
+  z = tuple(x.astype(acc) for x in xs)
+  s = tuple(jnp.broadcast_to(jnp.asarray(sc, acc), zi.shape)
+            for sc, zi in zip(scaling, z))
+  reg = jnp.asarray(reg, acc)
+  smin = per_group(jnp.min, s)
+  live = smin > 0                     # a zero step: the prox is the identity
+  d = tuple(jnp.where(bc(live, si, a),
+                      bc(jnp.where(live, smin, 1.0), si, a)
+                      / jnp.where(si > 0, si, 1.0), 1.0)
+            for si, a in zip(s, axes))
+  mu = reg * jnp.where(live, smin, 0.0)
+  dz = tuple(di * zi for di, zi in zip(d, z))
+  ndz = safe_sqrt(per_group(jnp.sum, tuple(jnp.square(q) for q in dz)))
+  excess = jnp.maximum(ndz - mu, 0.0)
+  lo, hi = excess, excess / per_group(jnp.min, d)
+
+  def newton(_, r):
+    # Newton on the concave form 1 / ||t(r)|| = 1: converges in a few steps
+    # even for ill-conditioned metrics.
+    safe = tuple(jnp.where(den > 0, den, 1.0) for den in
+                 (di * bc(r, di, a) + bc(mu, di, a)
+                  for di, a in zip(d, axes)))
+    t = tuple(q / sf for q, sf in zip(dz, safe))
+    n = jnp.sqrt(per_group(jnp.sum, tuple(jnp.square(ti) for ti in t)))
+    slope = per_group(jnp.sum, tuple(jnp.square(ti) * di / sf
+                                     for ti, di, sf in zip(t, d, safe)))
+    step = (n - 1.0) * jnp.square(n) / jnp.where(slope > 0, slope, 1.0)
+    return jnp.clip(r + step, lo, hi)
+
+  r = jax.lax.fori_loop(0, newton_steps, newton, lo)
+  out = []
+  for x, zi, di, a in zip(xs, z, d, axes):
+    denom = di * bc(r, di, a) + bc(mu, di, a)
+    y = jnp.where(bc(ndz > mu, di, a),
+                  zi * di * bc(r, di, a) / jnp.where(denom > 0, denom, 1.0), 0.0)
+    out.append(jnp.where(bc(live, di, a), y, zi).astype(x.dtype))
+  return tuple(out)
 
 
 def prox_group_lasso(x: jax.Array, reg, scaling=1.0, axis: int = 0, *,
                      norms: jax.Array | None = None,
                      newton_steps: int = 20) -> jax.Array:
-  r"""Proximal operator of ``reg * sum_k ||x_k||_2`` (group lasso).
+  r"""Proximal operator of ``reg * sum_k ||x_k||_2`` (group lasso), groups along ``axis``.
 
-  Solves ``argmin_y sum_i (y_i - x_i)^2 / (2 scaling_i) + reg sum_k ||y_k||``
-  where group ``k`` is the slice ``x.take(k, axis)``.
-
-  * Scalar ``scaling`` (Euclidean metric): the closed-form group soft
-    threshold with ``tau = reg * scaling`` (PathProx paper, Algorithm 4.1,
-    ``Prox_2``): ``y_k = 0`` if ``||x_k|| <= tau`` else
-    ``x_k (1 - tau / ||x_k||)``.
-  * Array ``scaling`` shaped like ``x`` (diagonal metric ``d = 1/scaling``,
-    ProxGen with a preconditioner, ALGORITHMS.md section 4): ``y_k = 0`` iff
-    ``||d x_k|| <= reg``; otherwise ``y_i = x_i d_i r / (d_i r + reg)`` with
-    ``r = ||y_k||`` the root of ``sum_i (d_i x_i / (d_i r + reg))^2 = 1``,
-    found by ``newton_steps`` Newton steps from the lower bound
-    ``(||d x|| - reg) / max d``, clamped to the bracket
-    ``[(||d x|| - reg) / max d, (||d x|| - reg) / min d]``.
+  The one-array form of :func:`group_lasso_slices`: with a scalar
+  ``scaling`` the group soft threshold ``y_k = x_k max(1 - tau / ||x_k||,
+  0)``, ``tau = reg * scaling`` (PathProx, Algorithm 4.1, ``Prox_2``); with
+  an array ``scaling`` broadcastable to ``x`` the prox in the diagonal
+  metric ``1 / scaling`` (ProxGen, eq. 2).
 
   Args:
     x: the point to shrink.
     reg: the regularisation strength (``lambda``), scalar, may be traced.
-    scaling: scalar step size, or an array broadcastable to ``x`` (inverse
-      metric, e.g. ``lr / (sqrt(v_hat) + eps)``).
+    scaling: scalar step, or an array broadcastable to ``x``.
     axis: the group axis.
-    norms: optional precomputed ``group_norms(x, axis)`` (Euclidean case only).
+    norms: optional precomputed ``group_norms(x, axis)`` (scalar case).
     newton_steps: Newton iterations for the metric case.
 
   Returns:
@@ -81,44 +178,12 @@ def prox_group_lasso(x: jax.Array, reg, scaling=1.0, axis: int = 0, *,
     >>> prox_group_lasso(x, reg=1.0, scaling=1.0, axis=0)
     Array([[2.4, 3.2],
            [0. , 0. ]], dtype=float32)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1.
+    Yun, Lozano and Yang, ProxGen, arXiv:2007.07484, eq. 2.
+    ``docs/algorithms.md``, "Group lasso in a diagonal metric".
   """
-  acc = accumulation_dtype(x.dtype)
-  axis = axis % x.ndim
-  if jnp.ndim(scaling) == 0:
-    if norms is None:
-      norms = group_norms(x, axis)
-    tau = jnp.asarray(reg, acc) * jnp.asarray(scaling, acc)
-    safe = jnp.where(norms > 0, norms, 1.0)
-    factor = jnp.where(norms > tau, 1.0 - tau / safe, 0.0)
-    return (x.astype(acc) * _expand(factor, x.ndim, axis)).astype(x.dtype)
-
-  other = _other_axes(x.ndim, axis)
-  z = x.astype(acc)
-  reg = jnp.asarray(reg, acc)
-  s = jnp.broadcast_to(jnp.asarray(scaling, acc), z.shape)
-  # Normalise the metric per group, d~ = d / max d = min s / s in (0, 1] and
-  # reg~ = reg min s: same minimiser, and d z cannot overflow for tiny s.
-  smin = jnp.min(s, axis=other, keepdims=True)
-  live = smin > 0                       # a zero step: the prox is the identity
-  d = jnp.where(live, jnp.where(live, smin, 1.0) / jnp.where(s > 0, s, 1.0), 1.0)
-  mu = reg * jnp.where(live, smin, 0.0)
-  dz = d * z
-  ndz = jnp.sqrt(jnp.sum(jnp.square(dz), axis=other, keepdims=True))
-  excess = jnp.maximum(ndz - mu, 0.0)
-  lo, hi = excess, excess / jnp.min(d, axis=other, keepdims=True)
-
-  def newton(_, r):
-    # Newton on the equivalent concave form 1 / ||t(r)|| = 1, which converges
-    # in a few steps even for ill-conditioned metrics.
-    denom = d * r + mu
-    safe = jnp.where(denom > 0, denom, 1.0)
-    t = dz / safe
-    n = jnp.sqrt(jnp.sum(jnp.square(t), axis=other, keepdims=True))
-    slope = jnp.sum(jnp.square(t) * d / safe, axis=other, keepdims=True)
-    step = (n - 1.0) * jnp.square(n) / jnp.where(slope > 0, slope, 1.0)
-    return jnp.clip(r + step, lo, hi)
-
-  r = jax.lax.fori_loop(0, newton_steps, newton, lo)
-  denom = d * r + mu
-  y = jnp.where(ndz > mu, z * d * r / jnp.where(denom > 0, denom, 1.0), 0.0)
-  return jnp.where(live, y, z).astype(x.dtype)
+  scaling = scaling if jnp.ndim(scaling) == 0 else (scaling,)
+  return group_lasso_slices((x,), (axis,), reg, scaling, norms=norms,
+                            newton_steps=newton_steps)[0]

@@ -2,73 +2,71 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
+import jax.numpy as jnp
 
-from pathprox_jax.prox.group import group_norms, prox_group_lasso
+from pathprox_jax._deprecation import renamed_kwargs
+from pathprox_jax.prox.group import group_lasso_slices, unit_norms
 from pathprox_jax.prox.sphere import project_unit_sphere
-
-
-class UnitWeights(NamedTuple):
-  """The weights of one group: input kernel ``w``, its bias ``b``, output kernel ``v``.
-
-  ``w`` is Dense ``(in, n)`` or Conv ``(kh, kw, in, n)`` (units on the last
-  axis), ``b`` is ``(n,)`` or ``None``, ``v`` is Dense ``(n, out)`` or Conv
-  ``(kh, kw, n, out)`` (units on axis ``-2``).
-  """
-  w: jax.Array
-  b: jax.Array | None
-  v: jax.Array
-
-
-def unit_norms(x: UnitWeights) -> tuple[jax.Array, jax.Array]:
-  """Per-unit kernel norms ``(||w_i||, ||v_i||)``, each of shape ``(n,)``."""
-  return group_norms(x.w, x.w.ndim - 1), group_norms(x.v, x.v.ndim - 2)
+from pathprox_jax.units.weights import UnitWeights
 
 
 def prox_path_norm(x: UnitWeights, reg, scaling=1.0, *,
-                   include_bias: bool = False, eps: float = 1e-12,
-                   norms: tuple[jax.Array, jax.Array] | None = None
-                   ) -> UnitWeights:
-  r"""PathProx step for one group (Algorithm 4.1, lines "project" and "prox").
+                   include_bias_in_norm: bool = False, min_norm: float = 1e-12,
+                   norms: tuple[jax.Array, jax.Array] | None = None,
+                   **deprecated) -> UnitWeights:
+  r"""The PathProx proximal step for one group: project ``w``, shrink ``v``.
 
-  Minimises ``sum_i I_S(w_i) ||v_i|| reg`` plus the proximity term (Lemma
-  4.2, eq. 4.5): every unit's input weights go to the unit sphere,
-  ``w_i <- y_i / ||y_i||`` (bias divided by the same norm), and its output
-  weights are group-soft-thresholded, ``v_i <- Prox_2(z_i)`` with threshold
-  ``reg * scaling`` (``lambda * gamma_t``). ``v`` is *not* multiplied by
-  ``||y_i||``: this is a projection, not a rescaling (ALGORITHMS.md 2.3).
+  The prox of ``reg * sum_i ||v_i|| + sum_i I_S(w_i)`` (PathProx, Lemma
+  4.2, eq. 4.5), i.e. Algorithm 4.1's "project" and "prox" lines:
 
-  With an array ``scaling`` shaped like ``v`` the shrinkage is the group prox
-  in that diagonal metric (adaptive PathProx).
+  * ``w_i <- w_i / ||w_i||`` over every input slice (bias entries divided
+    by the same norm; :func:`~pathprox_jax.project_unit_sphere`);
+  * ``v_i <- v_i max(1 - tau / ||v_i||, 0)`` over every output slice, with
+    ``tau = reg * scaling`` (``lambda * gamma_t``).
+
+  ``v`` is *not* multiplied by ``||w_i||``: this is a projection, not a
+  function-preserving rescaling. With ``scaling`` a tuple of arrays (one per
+  output slice, the inverse of a diagonal metric) the shrinkage is the group
+  prox in that metric (adaptive PathProx).
 
   Args:
     x: the group's weights after the gradient step.
     reg: ``lambda``.
-    scaling: ``gamma_t`` (scalar) or the inverse metric for ``v``.
-    include_bias: include the bias entry in the projected norm.
-    eps: units whose input norm is ``<= eps`` are not projected.
-    norms: optional precomputed :func:`unit_norms` of ``x`` (kernel only).
+    scaling: ``gamma_t`` (scalar), or one inverse-metric array per output
+      slice (an array alone is accepted for a single output slice).
+    include_bias_in_norm: project ``[w_i; b_i]`` instead of ``w_i``.
+    min_norm: units with ``||w_i|| <= min_norm`` are not projected.
+    norms: optional precomputed :func:`~pathprox_jax.unit_norms` of ``x``.
 
   Returns:
-    The new :class:`UnitWeights`.
+    The new :class:`~pathprox_jax.UnitWeights`.
 
   Examples:
-    >>> import jax.numpy as jnp
-    >>> x = UnitWeights(w=jnp.array([[3., 1.], [4., 0.]]), b=None,
-    ...                 v=jnp.array([[2., 0.], [0., 0.01]]))
+    >>> x = UnitWeights.from_arrays(jnp.array([[3., 1.], [4., 0.]]),
+    ...                             jnp.array([[2., 0.], [0., 0.01]]))
     >>> y = prox_path_norm(x, reg=0.1, scaling=1.0)
-    >>> y.w
+    >>> y.w[0]
     Array([[0.6, 1. ],
            [0.8, 0. ]], dtype=float32)
-    >>> y.v
+    >>> y.v[0]
     Array([[1.9, 0. ],
            [0. , 0. ]], dtype=float32)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1, Lemma 4.2;
+    ``docs/algorithms.md``, "The PathProx step".
   """
+  include_bias_in_norm, min_norm = renamed_kwargs(
+      "prox_path_norm", deprecated,
+      include_bias=("include_bias_in_norm", include_bias_in_norm),
+      eps=("min_norm", min_norm))
   nw, nv = unit_norms(x) if norms is None else norms
-  w, b = project_unit_sphere(x.w, x.b, include_bias=include_bias, eps=eps,
-                             norms=nw)
-  v = prox_group_lasso(x.v, reg, scaling, axis=x.v.ndim - 2,
-                       norms=nv if jax.numpy.ndim(scaling) == 0 else None)
-  return UnitWeights(w, b, v)
+  y = project_unit_sphere(x, include_bias_in_norm=include_bias_in_norm,
+                          min_norm=min_norm, norms=nw)
+  scalar = not isinstance(scaling, (tuple, list)) and jnp.ndim(scaling) == 0
+  if not scalar and not isinstance(scaling, (tuple, list)):
+    scaling = (scaling,)
+  v = group_lasso_slices(x.v, x.v_axes, reg, scaling,
+                         norms=nv if scalar else None)
+  return y.replace(v=v)

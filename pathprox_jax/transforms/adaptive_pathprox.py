@@ -15,20 +15,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax.balance import apply_layer_scales, group_unit_norms, layer_scales
-from pathprox_jax.prox.path import UnitWeights, prox_path_norm
-from pathprox_jax.transforms._common import (ScalarOrSchedule, check_hyperparam,
-                                             check_schedule, check_units,
-                                             require_params, scalar_at)
-from pathprox_jax.transforms.proxgen import (adam_init, adam_moments,
-                                             check_float_params, check_interval)
-from pathprox_jax.units import (INPUT_BIAS, INPUT_KERNEL, OUTPUT_KERNEL,
-                                UNGROUPED_KERNEL, UnitSpec, group_leaves)
+from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
+                                  check_number, check_schedule, check_units,
+                                  require_params, scalar_at)
+from pathprox_jax.balance import balance_groups
+from pathprox_jax.prox.group import unit_norms
+from pathprox_jax.prox.path import prox_path_norm
+from pathprox_jax.transforms.proxgen import adam_init, adam_moments
+from pathprox_jax.units import UNGROUPED_KERNEL, UnitSpec, scale_units
 
 __all__ = ["adaptive_pathprox"]
 
 
-def _scale_moments(leaves, positions, c_in, c_out, power):
+def _scale_moments(groups, c_in, c_out, power):
   """Transforms moments like gradients under the balancing reparametrisation.
 
   Balancing multiplies a leaf by ``f`` (input bias ``c_in``, output kernel
@@ -38,7 +37,9 @@ def _scale_moments(leaves, positions, c_in, c_out, power):
   gives the moments Adam would hold had the whole gradient history been
   computed in the new coordinates.
   """
-  return apply_layer_scales(leaves, positions, c_in ** -power, c_out ** -power)
+  f_in, f_out = c_in ** -power, c_out ** -power
+  return [scale_units(x, b=f_in[g], v=f_out[g] / f_in[g], c=f_out[g])
+          for g, x in enumerate(groups)]
 
 
 def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
@@ -46,7 +47,7 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
                       eps: float = 1e-8, bias_correction: bool = True,
                       balance: bool = True, rescale_moments: bool = True,
                       include_bias_in_norm: bool = False,
-                      dead_threshold: float = 1e-12
+                      min_norm: float = 1e-12, dead_threshold: float = 1e-12
                       ) -> optax.GradientTransformationExtraArgs:
   r"""PathProx with Adam's step and Adam's metric for the group shrinkage.
 
@@ -103,6 +104,7 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     balance: layer-wise balancing before the prox each step.
     rescale_moments: transform ``m, v`` with the balancing scales.
     include_bias_in_norm: project ``[w_i; b_i]`` instead of ``w_i``.
+    min_norm: units with ``||w_i|| <= min_norm`` are not projected.
     dead_threshold: group path norms at or below this count as dead in
       balancing.
 
@@ -112,8 +114,7 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
-    >>> from pathprox_jax import UnitSpec
-    >>> from pathprox_jax.transforms.adaptive_pathprox import adaptive_pathprox
+    >>> from pathprox_jax import UnitSpec, adaptive_pathprox
     >>> params = {"fc1": {"kernel": jnp.array([[3.0, 1.0], [4.0, 0.0]])},
     ...           "fc2": {"kernel": jnp.array([[1.0], [1e-3]])}}
     >>> spec = UnitSpec.from_pairs(params, [("fc1", "fc2")])
@@ -129,11 +130,13 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
   """
   name = "adaptive_pathprox"
   check_units(units)
-  check_hyperparam("learning_rate", learning_rate)
-  check_hyperparam("weight_decay", weight_decay, allow_schedule=False)
-  check_interval("b1", b1, 0.0, 1.0)
-  check_interval("b2", b2, 0.0, 1.0)
-  check_interval("eps", eps, 0.0, math.inf, lo_open=True)
+  check_number("learning_rate", learning_rate, schedule=True)
+  check_number("weight_decay", weight_decay)
+  check_number("b1", b1, 0.0, 1.0)
+  check_number("b2", b2, 0.0, 1.0)
+  check_number("eps", eps, 0.0, lo_open=True)
+  check_number("min_norm", min_norm)
+  check_number("dead_threshold", dead_threshold)
 
   def init_fn(params):
     units.check(params)
@@ -150,41 +153,31 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
                          updates, params, ungrouped)
     mu, nu, m_hat, v_hat, count_inc = adam_moments(grads, state, b1, b2,
                                                    bias_correction)
-
-    p_leaves, treedef, positions = group_leaves(units, params)
-    m_leaves = treedef.flatten_up_to(m_hat)
-    v_leaves = treedef.flatten_up_to(v_hat)
-    z = [p - lr * m / (jnp.sqrt(v) + eps)
-         for p, m, v in zip(p_leaves, m_leaves, v_leaves)]
-
+    z = jax.tree.map(lambda p, m, v: p - lr * m / (jnp.sqrt(v) + eps),
+                     params, m_hat, v_hat)
+    groups = units.gather(z)
+    v_groups = units.gather(v_hat)
+    norms = [unit_norms(x) for x in groups]
     if balance:
-      norms = group_unit_norms(z, positions)
-      pn = jnp.stack([jnp.sum(nw * nv) for nw, nv in norms])
-      c_in, c_out = layer_scales(pn, dead_threshold)
-      z = apply_layer_scales(z, positions, c_in, c_out)
+      groups, norms, (c_in, c_out) = balance_groups(groups, norms,
+                                                    dead_threshold)
       if rescale_moments:
-        mu = jax.tree.unflatten(treedef, _scale_moments(
-            treedef.flatten_up_to(mu), positions, c_in, c_out, 1))
-        nu = jax.tree.unflatten(treedef, _scale_moments(
-            treedef.flatten_up_to(nu), positions, c_in, c_out, 2))
-        v_leaves = _scale_moments(v_leaves, positions, c_in, c_out, 2)
+        mu = units.scatter(mu, _scale_moments(units.gather(mu), c_in, c_out, 1))
+        nu = units.scatter(nu, _scale_moments(units.gather(nu), c_in, c_out, 2))
+        v_groups = _scale_moments(v_groups, c_in, c_out, 2)
 
     active = lr > 0
-    new = list(z)
-    for pos in positions:
-      v_idx = pos[OUTPUT_KERNEL]
-      scaling = jnp.where(active, lr, 1.0) / (jnp.sqrt(v_leaves[v_idx]) + eps)
-      b = z[pos[INPUT_BIAS]] if INPUT_BIAS in pos else None
-      y = prox_path_norm(UnitWeights(z[pos[INPUT_KERNEL]], b, z[v_idx]),
-                         weight_decay, scaling,
-                         include_bias=include_bias_in_norm)
-      new[pos[INPUT_KERNEL]] = y.w
-      new[v_idx] = jnp.where(active, y.v, z[v_idx])
-      if b is not None:
-        new[pos[INPUT_BIAS]] = y.b
-
-    out = [(n - p).astype(p.dtype) for n, p in zip(new, p_leaves)]
-    return (jax.tree.unflatten(treedef, out),
-            optax.ScaleByAdamState(count=count_inc, mu=mu, nu=nu))
+    safe_lr = jnp.where(active, lr, 1.0)
+    new = []
+    for x, vg, n in zip(groups, v_groups, norms):
+      scaling = tuple(safe_lr / (jnp.sqrt(v) + eps) for v in vg.v)
+      y = prox_path_norm(x, weight_decay, scaling,
+                         include_bias_in_norm=include_bias_in_norm,
+                         min_norm=min_norm, norms=n)
+      new.append(y.replace(v=tuple(jnp.where(active, a, b)
+                                   for a, b in zip(y.v, x.v))))
+    z = units.scatter(z, new)
+    out = jax.tree.map(lambda n, p: (n - p).astype(p.dtype), z, params)
+    return out, optax.ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -33,13 +33,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
+                                  check_number, check_schedule, require_params,
+                                  scalar_at)
+from pathprox_jax._deprecation import renamed_kwargs
 from pathprox_jax.prox.elementwise import get_lq_prox, prox_binary
-from pathprox_jax.transforms._common import (ScalarOrSchedule, check_hyperparam,
-                                             check_schedule, require_params,
-                                             scalar_at)
-from pathprox_jax.transforms.proxgen import (MaskOrFn, ProxFn, _adam_like,
-                                             check_float_params, check_interval,
-                                             mask_leaves)
+from pathprox_jax.transforms.proxgen import (_MISSING, MaskOrFn, adam_family,
+                                             mask_leaves, resolve_prox_args)
 
 __all__ = ["lq_subgradient", "subgradient_adam", "prox_sgd_two_stage",
            "proxquant"]
@@ -61,16 +61,17 @@ def lq_subgradient_value(x: jax.Array, q: float, guard: float) -> jax.Array:
   return q * jnp.sign(x) * mag ** (q - 1.0)
 
 
-def lq_subgradient(reg: ScalarOrSchedule, q: float = 1.0, *,
-                   mask: MaskOrFn = None, guard: float = 1e-8
+def lq_subgradient(weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
+                   *, mask: MaskOrFn = None, guard: float = 1e-8, **deprecated
                    ) -> optax.GradientTransformationExtraArgs:
-  r"""Adds ``reg * d/dtheta sum |theta|^q`` to the updates (like ``add_decayed_weights``).
+  r"""Adds ``weight_decay * d/dtheta sum |theta|^q`` to the updates (like ``add_decayed_weights``).
 
   Place it before the optimizer, e.g. ``chain(lq_subgradient(1e-4, 0.5),
   optax.adam(1e-3))``. See the module docstring for the choice at 0.
 
   Args:
-    reg: ``lambda`` (float or schedule, evaluated at this transform's count).
+    weight_decay: ``lambda`` (float or schedule, evaluated at this
+      transform's count); ``reg`` is its deprecated name.
     q: exponent in ``(0, 1]`` (static). ``q = 0`` raises: the l0 penalty has
       zero gradient almost everywhere.
     mask: leaves to penalise (default every ``kernel``), as in
@@ -88,8 +89,12 @@ def lq_subgradient(reg: ScalarOrSchedule, q: float = 1.0, *,
     >>> tx.update({"kernel": jnp.zeros(3)}, state, params)[0]["kernel"]
     Array([-0.1,  0.1, -0. ], dtype=float32)
   """
-  check_hyperparam("reg", reg)
-  check_interval("guard", guard, 0.0, float("inf"), lo_open=True)
+  weight_decay = renamed_kwargs("lq_subgradient", deprecated,
+                                reg=("weight_decay", weight_decay))
+  if weight_decay is _MISSING:
+    raise TypeError("lq_subgradient needs weight_decay.")
+  check_number("weight_decay", weight_decay, schedule=True)
+  check_number("guard", guard, 0.0, lo_open=True)
   q = float(q)
   if not 0.0 < q <= 1.0:
     raise ValueError(
@@ -99,14 +104,14 @@ def lq_subgradient(reg: ScalarOrSchedule, q: float = 1.0, *,
 
   def init_fn(params):
     check_float_params(params, "lq_subgradient")
-    check_schedule("reg", reg)
+    check_schedule("weight_decay", weight_decay)
     mask_leaves(mask, params, "lq_subgradient")
     return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     require_params(params, "lq_subgradient")
-    lam = scalar_at(reg, state.count)
+    lam = scalar_at(weight_decay, state.count)
     on = mask_leaves(mask, params, "lq_subgradient")
     p_leaves, treedef = jax.tree.flatten(params)
     u_leaves = treedef.flatten_up_to(updates)
@@ -118,13 +123,15 @@ def lq_subgradient(reg: ScalarOrSchedule, q: float = 1.0, *,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def subgradient_adam(learning_rate: ScalarOrSchedule, reg: ScalarOrSchedule,
-                     q: float = 1.0, *, b1: float = 0.9, b2: float = 0.999,
-                     eps: float = 1e-8, mask: MaskOrFn = None,
-                     guard: float = 1e-8) -> optax.GradientTransformationExtraArgs:
-  r"""Adam on ``loss + reg * sum |theta|^q`` via its subgradient ("Sub-Adam").
+def subgradient_adam(learning_rate: ScalarOrSchedule,
+                     weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
+                     *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                     mask: MaskOrFn = None, guard: float = 1e-8, **deprecated
+                     ) -> optax.GradientTransformationExtraArgs:
+  r"""Adam on ``loss + weight_decay * sum |theta|^q`` via its subgradient ("Sub-Adam").
 
-  ``chain(lq_subgradient(reg, q, mask=mask, guard=guard), optax.adam(...))``:
+  ``chain(lq_subgradient(weight_decay, q, mask=mask, guard=guard),
+  optax.adam(...))``:
   the penalty's subgradient enters both Adam moments, exactly like adding
   the penalty to the loss and differentiating.
 
@@ -133,21 +140,23 @@ def subgradient_adam(learning_rate: ScalarOrSchedule, reg: ScalarOrSchedule,
     >>> tx = subgradient_adam(1e-3, 1e-4, q=0.5)
     >>> state = tx.init({"kernel": jnp.ones((2, 2))})
   """
-  return optax.chain(lq_subgradient(reg, q, mask=mask, guard=guard),
+  weight_decay = renamed_kwargs("subgradient_adam", deprecated,
+                                reg=("weight_decay", weight_decay))
+  return optax.chain(lq_subgradient(weight_decay, q, mask=mask, guard=guard),
                      optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
 
 
-def prox_sgd_two_stage(learning_rate: ScalarOrSchedule, prox: ProxFn,
-                       reg: ScalarOrSchedule, *, b1: float = 0.9,
-                       b2: float = 0.999, eps: float = 1e-8,
-                       bias_correction: bool = True, mask: MaskOrFn = None
-                       ) -> optax.GradientTransformationExtraArgs:
+def prox_sgd_two_stage(learning_rate: ScalarOrSchedule,
+                       weight_decay: ScalarOrSchedule = _MISSING, prox=_MISSING,
+                       *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                       bias_correction: bool = True, mask: MaskOrFn = None,
+                       reg=_MISSING) -> optax.GradientTransformationExtraArgs:
   r"""Prox-SGD's two-stage update (ProxGen eqs. 5-6) with Adam's moments.
 
   ::
 
       d = sqrt(v^) + eps
-      theta_hat = prox(theta - m^ / d, reg, 1 / d)      # no learning rate
+      theta_hat = prox(theta - m^ / d, weight_decay, 1 / d)   # no learning rate
       theta+ = theta + alpha_t (theta_hat - theta)
 
   Unmasked leaves get ``theta - alpha_t m^ / d`` (plain Adam). The moments,
@@ -157,8 +166,8 @@ def prox_sgd_two_stage(learning_rate: ScalarOrSchedule, prox: ProxFn,
 
   Examples:
     >>> import jax.numpy as jnp, optax
-    >>> from pathprox_jax.prox.elementwise import prox_l1
-    >>> tx = prox_sgd_two_stage(0.5, prox_l1, reg=0.6)
+    >>> from pathprox_jax import prox_l1
+    >>> tx = prox_sgd_two_stage(0.5, 0.6, prox_l1)
     >>> params = {"kernel": jnp.array([0.5, 2.0])}
     >>> state = tx.init(params)
     >>> u, state = tx.update({"kernel": jnp.array([1.0, 1.0])}, state, params)
@@ -166,31 +175,36 @@ def prox_sgd_two_stage(learning_rate: ScalarOrSchedule, prox: ProxFn,
     >>> [round(float(v), 4) for v in optax.apply_updates(params, u)["kernel"]]
     [0.25, 1.2]
   """
-  if mask is None:
-    mask = getattr(prox, "default_mask", None)
-  return _adam_like("prox_sgd_two_stage", learning_rate, prox, reg, b1, b2,
-                    eps, bias_correction, mask, two_stage=True)
+  weight_decay, prox = resolve_prox_args("prox_sgd_two_stage", weight_decay,
+                                         prox, reg)
+  return adam_family("prox_sgd_two_stage", learning_rate, weight_decay, prox,
+                     b1, b2, eps, bias_correction, mask, rule="two_stage")
 
 
-def proxquant(learning_rate: ScalarOrSchedule, reg: ScalarOrSchedule, *,
-              q: float = 1.0, b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-8, bias_correction: bool = True,
-              mask: MaskOrFn = None) -> optax.GradientTransformationExtraArgs:
+def proxquant(learning_rate: ScalarOrSchedule,
+              weight_decay: ScalarOrSchedule = _MISSING, *, q: float = 1.0,
+              b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+              bias_correction: bool = True, mask: MaskOrFn = None,
+              **deprecated) -> optax.GradientTransformationExtraArgs:
   r"""Original ProxQuant with Adam (ProxGen Table 2, top row).
 
-  ``theta+ = prox_{alpha_t reg R_bin}(theta - alpha_t m^ / d)`` with the
+  ``theta+ = prox_{alpha_t lambda R_bin}(theta - alpha_t m^ / d)`` with the
   binary regulariser ``R_bin = sum ||theta| - 1|^q`` and a *uniform*
-  threshold ``alpha_t reg``. Revised ProxQuant is
-  ``proxgen_adam(lr, functools.partial(prox_binary, q=q), reg)``.
+  threshold ``alpha_t lambda`` (``lambda = weight_decay``). Revised
+  ProxQuant is ``proxgen_adam(lr, weight_decay, functools.partial(prox_binary, q=q))``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> tx = proxquant(1e-3, 1e-4)
     >>> state = tx.init({"kernel": jnp.ones((2, 2))})
   """
+  weight_decay = renamed_kwargs("proxquant", deprecated,
+                                reg=("weight_decay", weight_decay))
+  if weight_decay is _MISSING:
+    raise TypeError("proxquant needs weight_decay.")
   get_lq_prox(q)  # validates q (ValueError unless one of 0, 1/2, 2/3, 1)
 
-  def binary(x, reg_, scaling):
-    return prox_binary(x, reg_, scaling, q=q)
-  return _adam_like("proxquant", learning_rate, binary, reg, b1, b2, eps,
-                    bias_correction, mask, uniform_prox_metric=True)
+  def binary(x, reg, scaling):
+    return prox_binary(x, reg, scaling, q=q)
+  return adam_family("proxquant", learning_rate, weight_decay, binary, b1, b2,
+                     eps, bias_correction, mask, rule="uniform")

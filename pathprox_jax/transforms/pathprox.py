@@ -1,117 +1,93 @@
-"""PathProx as optax transforms: the proximal step, balancing, and the full alias."""
+"""PathProx as optax transforms: the proximal step, balancing, the gradient step and the full alias.
+
+Two equivalent forms of Algorithm 4.1:
+
+* as one ``GradientTransformation``: :func:`pathprox` =
+  ``chain(add_decayed_weights(ungrouped), sgd, path_prox_update)``;
+* in place, after ``optax.apply_updates``: :func:`pathprox_gradient`
+  (the gradient step) then :func:`path_prox_params` (the prox on the new
+  params). Same numbers; no parameter-sized temporary, so it is the faster
+  form on CPU (``benchmarks/STEP_TIME_RESULTS.md``).
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax.balance import apply_layer_scales, group_unit_norms, layer_scales
-from pathprox_jax.prox.path import UnitWeights, prox_path_norm
-from pathprox_jax.transforms._common import (ScalarOrSchedule,
-                                             check_hyperparam, check_schedule,
-                                             check_units, check_update_args,
-                                             rewrite_updates, scalar_at)
-from pathprox_jax.units import (INPUT_BIAS, INPUT_KERNEL, OUTPUT_KERNEL,
-                                UNGROUPED_KERNEL, UnitSpec, group_leaves)
+from pathprox_jax import _deprecation
+from pathprox_jax._checks import (ScalarOrSchedule, check_number,
+                                  check_schedule, check_units,
+                                  check_update_args, scalar_at)
+from pathprox_jax.balance import balance_groups
+from pathprox_jax.prox.group import unit_norms
+from pathprox_jax.prox.path import prox_path_norm
+from pathprox_jax.transforms.map_units import map_units, prox_update
+from pathprox_jax.units import UNGROUPED_KERNEL, UnitSpec, UnitWeights
 
 
 class PathProxState(NamedTuple):
-  """State of :func:`path_prox`: the step count used for the schedule."""
+  """State of :func:`path_prox_update`: the step count used for the schedule."""
   count: jax.Array
 
 
-def _prox_groups(z, positions, reg, scaling, *, balance, include_bias, eps,
-                 dead_threshold):
-  """Balancing (optional) then the prox on every group; norms computed once."""
-  norms = group_unit_norms(z, positions)
+def pathprox_groups(groups: Sequence[UnitWeights], learning_rate,
+                    weight_decay, *, balance: bool = True,
+                    include_bias_in_norm: bool = False,
+                    min_norm: float = 1e-12, dead_threshold: float = 1e-12
+                    ) -> list[UnitWeights]:
+  """Balancing (optional), then :func:`~pathprox_jax.prox_path_norm` on every
+  group at threshold ``weight_decay * learning_rate``; unit norms are computed
+  once and shared by both."""
+  groups = list(groups)
+  norms = [unit_norms(x) for x in groups]
   if balance:
-    p = jnp.stack([jnp.sum(nw * nv) for nw, nv in norms])
-    c_in, c_out = layer_scales(p, dead_threshold)
-    z = apply_layer_scales(z, positions, c_in, c_out)
-    # Balancing leaves input kernels alone and scales each output kernel by
-    # one number, so the norms need no recomputation.
-    norms = [(nw, nv * (c_out[g] / c_in[g])) for g, (nw, nv) in enumerate(norms)]
-  new = {}
-  for pos, nrm in zip(positions, norms):
-    b = z[pos[INPUT_BIAS]] if INPUT_BIAS in pos else None
-    x = UnitWeights(z[pos[INPUT_KERNEL]], b, z[pos[OUTPUT_KERNEL]])
-    y = prox_path_norm(x, reg, scaling, include_bias=include_bias, eps=eps,
-                       norms=nrm)
-    new[pos[INPUT_KERNEL]] = y.w
-    new[pos[OUTPUT_KERNEL]] = y.v
-    if b is not None:
-      new[pos[INPUT_BIAS]] = y.b
-  if balance:  # output biases were rescaled too
-    for pos in positions:
-      for i in pos.values():
-        new.setdefault(i, z[i])
-  return new
+    groups, norms, _ = balance_groups(groups, norms, dead_threshold)
+  return [prox_path_norm(x, weight_decay, learning_rate,
+                         include_bias_in_norm=include_bias_in_norm,
+                         min_norm=min_norm, norms=n)
+          for x, n in zip(groups, norms)]
 
 
-def path_prox_params(params, units: UnitSpec, weight_decay, learning_rate, *,
-                     balance: bool = True, include_bias_in_norm: bool = False,
-                     eps: float = 1e-12, dead_threshold: float = 1e-12):
-  r"""The proximal step of :func:`path_prox` applied to ``params`` directly.
-
-  Same math (balancing if ``balance``, then projection and group
-  soft-threshold at ``weight_decay * learning_rate``), as a pure function on
-  a params pytree, used *after* ``optax.apply_updates`` the way
-  ``optax.projections`` are. This is the fastest form on CPU: the optax
-  transform must return ``prox(z) - params``, which keeps ``params`` alive
-  next to ``z`` and costs one parameter-sized temporary per step; here the
-  donated parameter buffers are updated in place
-  (``benchmarks/STEP_TIME_RESULTS.md``).
-
-  Examples:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> from pathprox_jax import UnitSpec, path_prox_params
-    >>> params = {"fc1": {"kernel": jnp.ones((3, 4))},
-    ...           "fc2": {"kernel": jnp.ones((4, 2))}}
-    >>> spec = UnitSpec.from_pairs(params, [("fc1", "fc2")])
-    >>> tx = optax.sgd(0.1)    # + add_decayed_weights on ungrouped kernels
-    >>> state = tx.init(params)
-    >>> grads = jax.tree.map(jnp.ones_like, params)
-    >>> updates, state = tx.update(grads, state, params)
-    >>> params = path_prox_params(optax.apply_updates(params, updates), spec,
-    ...                           weight_decay=1e-3, learning_rate=0.1)
-  """
-  leaves, treedef, positions = group_leaves(units, params)
-  new = _prox_groups(leaves, positions, weight_decay, learning_rate,
-                     balance=balance, include_bias=include_bias_in_norm,
-                     eps=eps, dead_threshold=dead_threshold)
-  return jax.tree_util.tree_unflatten(
-      treedef, [new.get(i, x) for i, x in enumerate(leaves)])
+def _check_common(learning_rate, weight_decay, units, min_norm,
+                  dead_threshold) -> None:
+  check_units(units)
+  check_number("learning_rate", learning_rate, schedule=True)
+  check_number("weight_decay", weight_decay)
+  check_number("min_norm", min_norm)
+  check_number("dead_threshold", dead_threshold)
 
 
-def path_prox(weight_decay: ScalarOrSchedule, learning_rate: ScalarOrSchedule,
-              units: UnitSpec, *, balance: bool = False,
-              include_bias_in_norm: bool = False, eps: float = 1e-12,
-              dead_threshold: float = 1e-12
-              ) -> optax.GradientTransformationExtraArgs:
-  r"""The PathProx proximal step, to be placed last in a chain.
+def path_prox_update(learning_rate: ScalarOrSchedule, weight_decay: float,
+                     units: UnitSpec, *, balance: bool = True,
+                     include_bias_in_norm: bool = False,
+                     min_norm: float = 1e-12, dead_threshold: float = 1e-12
+                     ) -> optax.GradientTransformationExtraArgs:
+  r"""The PathProx proximal step as an update, to be placed last in a chain.
 
-  Given the incoming ``updates`` (e.g. ``-lr * grad`` from ``optax.sgd``), it
-  forms ``z = params + updates`` and returns ``prox(z) - params`` where, for
-  every unit of every group (PathProx paper, Algorithm 4.1):
+  From the incoming ``updates`` (e.g. ``-lr * grad`` from ``optax.sgd``) it
+  forms ``z = params + updates`` and returns ``prox(z) - params``, where for
+  every unit (PathProx, Algorithm 4.1):
 
-  * ``w_i <- z_w_i / ||z_w_i||`` (bias entry divided by the same norm),
-  * ``v_i <- 0`` if ``||z_v_i|| <= tau`` else ``z_v_i (1 - tau / ||z_v_i||)``,
+  * ``w_i <- z_w_i / ||z_w_i||`` (bias entries divided by the same norm),
+  * ``v_i <- z_v_i max(1 - tau / ||z_v_i||, 0)``,
 
-  with ``tau = weight_decay * learning_rate(count)``, the schedule evaluated at
-  the same step count ``optax.sgd`` uses. Leaves outside the groups pass
-  through. With ``balance=True`` the layer-wise balancing of Appendix B runs
-  first, fused with the prox so that the per-unit norms are computed once.
+  ``tau = weight_decay * learning_rate(count)``, the schedule evaluated at
+  the step count ``optax.sgd`` uses. With ``balance=True`` the layer-wise
+  balancing of Appendix B runs first, sharing the unit norms. Leaves
+  outside the groups pass through.
 
   Args:
-    weight_decay: ``lambda``.
     learning_rate: ``gamma_t``: a float or an optax schedule.
-    units: the :class:`~pathprox_jax.UnitSpec` of the network.
-    balance: run layer-wise balancing before the prox.
+    weight_decay: ``lambda``.
+    units: the network's :class:`~pathprox_jax.UnitSpec`.
+    balance: layer-wise balancing before the prox (see the chain
+      assumption in :class:`~pathprox_jax.UnitSpec`).
     include_bias_in_norm: project ``[w_i; b_i]`` instead of ``w_i``.
-    eps: input norms at or below this are left unprojected (zero stays zero).
+    min_norm: units with ``||w_i|| <= min_norm`` are not projected.
     dead_threshold: group path norms at or below this count as dead in
       balancing.
 
@@ -120,19 +96,21 @@ def path_prox(weight_decay: ScalarOrSchedule, learning_rate: ScalarOrSchedule,
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
-    >>> from pathprox_jax import UnitSpec, path_prox
+    >>> import pathprox_jax as ppx
     >>> params = {"fc1": {"kernel": jnp.ones((3, 4))},
     ...           "fc2": {"kernel": jnp.ones((4, 2))}}
-    >>> spec = UnitSpec.from_pairs(params, [("fc1", "fc2")])
-    >>> tx = optax.chain(optax.sgd(0.1), path_prox(1e-3, 0.1, spec))
+    >>> spec = ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")])
+    >>> tx = optax.chain(optax.sgd(0.1), ppx.path_prox_update(0.1, 1e-3, spec))
     >>> state = tx.init(params)
     >>> grads = jax.tree.map(jnp.ones_like, params)
     >>> updates, state = tx.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1 and Appendix B;
+    ``docs/algorithms.md``, "The PathProx step".
   """
-  check_units(units)
-  check_hyperparam("weight_decay", weight_decay, allow_schedule=False)
-  check_hyperparam("learning_rate", learning_rate)
+  _check_common(learning_rate, weight_decay, units, min_norm, dead_threshold)
 
   def init_fn(params):
     units.check(params)
@@ -141,83 +119,169 @@ def path_prox(weight_decay: ScalarOrSchedule, learning_rate: ScalarOrSchedule,
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    check_update_args(units, updates, params, "path_prox")
+    check_update_args(units, updates, params, "path_prox_update")
     lr = scalar_at(learning_rate, state.count)
-
-    def new_values(z, positions):
-      return _prox_groups(z, positions, weight_decay, lr, balance=balance,
-                          include_bias=include_bias_in_norm, eps=eps,
-                          dead_threshold=dead_threshold)
-
-    updates = rewrite_updates(units, updates, params, new_values)
+    updates = prox_update(units, updates, params, lambda z: pathprox_groups(
+        z, lr, weight_decay, balance=balance,
+        include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
+        dead_threshold=dead_threshold))
     return updates, PathProxState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def layerwise_balance(units: UnitSpec, dead_threshold: float = 1e-12
+def path_prox_params(params: Any, learning_rate: ScalarOrSchedule,
+                     weight_decay: float | None = None,
+                     units: UnitSpec | None = None, *, step=None,
+                     balance: bool = True, include_bias_in_norm: bool = False,
+                     min_norm: float = 1e-12, dead_threshold: float = 1e-12,
+                     **deprecated) -> Any:
+  r"""The PathProx proximal step applied to ``params`` in place.
+
+  The math of :func:`path_prox_update` as a pure function of the params,
+  used after ``optax.apply_updates`` the way ``optax.projections`` are,
+  with :func:`pathprox_gradient` as the gradient step. Donated parameter
+  buffers are updated in place: no parameter-sized temporary.
+
+  Args:
+    params: the params after the gradient step.
+    learning_rate: ``gamma_t``: a float, or a schedule with ``step``.
+    weight_decay: ``lambda``.
+    units: the network's :class:`~pathprox_jax.UnitSpec`.
+    step: with a schedule, the step count the gradient step used (the
+      count before that update: 0 for the first step).
+    balance, include_bias_in_norm, min_norm, dead_threshold: as in
+      :func:`path_prox_update`.
+
+  Returns:
+    The params after balancing and the prox.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import pathprox_jax as ppx
+    >>> params = {"fc1": {"kernel": jnp.ones((3, 4))},
+    ...           "fc2": {"kernel": jnp.ones((4, 2))}}
+    >>> spec = ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")])
+    >>> tx = ppx.pathprox_gradient(0.1, 1e-3, spec)
+    >>> state = tx.init(params)
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> params = ppx.path_prox_params(optax.apply_updates(params, updates),
+    ...                               0.1, 1e-3, spec)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1.
+  """
+  if isinstance(learning_rate, UnitSpec):   # 0.1 order: (params, units, wd, lr)
+    _deprecation.warn("path_prox_params(params, units, weight_decay, "
+                      "learning_rate) is now path_prox_params(params, "
+                      "learning_rate, weight_decay, units)")
+    learning_rate, weight_decay, units = units, weight_decay, learning_rate
+  min_norm = _deprecation.renamed_kwargs("path_prox_params", deprecated,
+                                         eps=("min_norm", min_norm))
+  _check_common(learning_rate, weight_decay, units, min_norm, dead_threshold)
+  if callable(learning_rate):
+    if step is None:
+      raise ValueError("path_prox_params: learning_rate is a schedule; pass "
+                       "step=<the step count of the gradient step>.")
+    learning_rate = learning_rate(step)
+  return units.scatter(params, pathprox_groups(
+      units.gather(params), learning_rate, weight_decay, balance=balance,
+      include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
+      dead_threshold=dead_threshold))
+
+
+def layerwise_balance(units: UnitSpec, *, dead_threshold: float = 1e-12
                       ) -> optax.GradientTransformationExtraArgs:
-  r"""Layer-wise balancing (PathProx paper, Appendix B) as a transform.
+  r"""Layer-wise balancing (PathProx, Appendix B) as a transform.
 
   From ``z = params + updates`` it returns ``balance(z) - params``: every
-  live group's path norm ``P_g = sum_i ||w_i|| ||v_i||`` is set to the
-  geometric mean of the live groups' path norms by rescaling output layers
-  and compensating in the next group, so the network function is unchanged
-  (see :func:`~pathprox_jax.balance.layer_scales` for the exact walk and the
-  handling of dead groups). ``chain(sgd, layerwise_balance(u), path_prox(...))``
-  equals ``path_prox(..., balance=True)`` after ``sgd``; the latter shares the
-  norm computations.
+  live group's path norm is set to the geometric mean of the live groups'
+  path norms, the network function is unchanged (see
+  :func:`~pathprox_jax.layer_scales`). ``chain(sgd, layerwise_balance(u),
+  path_prox_update(..., balance=False))`` equals ``chain(sgd,
+  path_prox_update(...))``.
 
   Examples:
     >>> import jax.numpy as jnp, optax
-    >>> from pathprox_jax import UnitSpec, layerwise_balance, path_prox
+    >>> import pathprox_jax as ppx
     >>> params = {f"l{i}": {"kernel": jnp.ones((2, 2))} for i in range(4)}
-    >>> spec = UnitSpec.from_pairs(params, [("l0", "l1"), ("l2", "l3")])
-    >>> tx = optax.chain(optax.sgd(0.1), layerwise_balance(spec),
-    ...                  path_prox(1e-4, 0.1, spec))
+    >>> spec = ppx.UnitSpec.from_pairs(params, [("l0", "l1"), ("l2", "l3")])
+    >>> tx = optax.chain(optax.sgd(0.1), ppx.layerwise_balance(spec),
+    ...                  ppx.path_prox_update(0.1, 1e-4, spec, balance=False))
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Appendix B.
   """
+  check_number("dead_threshold", dead_threshold)
+  return map_units(units, lambda z: balance_groups(
+      z, [unit_norms(x) for x in z], dead_threshold)[0],
+                   name="layerwise_balance")
+
+
+def _gradient_parts(learning_rate, weight_decay, units, momentum, nesterov):
   check_units(units)
+  check_number("momentum", momentum, 0.0, 1.0)
+  use_momentum = not (isinstance(momentum, (int, float)) and momentum == 0)
+  return (optax.add_decayed_weights(weight_decay,
+                                    mask=units.mask(UNGROUPED_KERNEL)),
+          optax.sgd(learning_rate, momentum if use_momentum else None,
+                    nesterov))
 
-  def init_fn(params):
-    units.check(params)
-    return optax.EmptyState()
 
+def _checked(name: str, units: UnitSpec, tx: optax.GradientTransformation
+             ) -> optax.GradientTransformationExtraArgs:
+  """``tx`` with this library's update checks ahead of optax's own."""
   def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    check_update_args(units, updates, params, "layerwise_balance")
+    check_update_args(units, updates, params, name)
+    return tx.update(updates, state, params, **extra_args)
+  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
 
-    def new_values(z, positions):
-      norms = group_unit_norms(z, positions)
-      p = jnp.stack([jnp.sum(nw * nv) for nw, nv in norms])
-      c_in, c_out = layer_scales(p, dead_threshold)
-      scaled = apply_layer_scales(z, positions, c_in, c_out)
-      return {i: scaled[i] for pos in positions for i in pos.values()}
 
-    return rewrite_updates(units, updates, params, new_values), state
+def pathprox_gradient(learning_rate: ScalarOrSchedule, weight_decay: float,
+                      units: UnitSpec, *, momentum: float = 0.0,
+                      nesterov: bool = False
+                      ) -> optax.GradientTransformationExtraArgs:
+  r"""The gradient step of PathProx, for use with :func:`path_prox_params`.
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  ``chain(add_decayed_weights(weight_decay, ungrouped kernels), sgd)``:
+  ordinary weight decay on the kernels in no group (biases never), then SGD
+  (optionally with momentum). :func:`pathprox` is this chain followed by
+  :func:`path_prox_update`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import pathprox_jax as ppx
+    >>> params = {"a": {"kernel": jnp.ones((3, 4))}, "b": {"kernel": jnp.ones((4, 2))}}
+    >>> tx = ppx.pathprox_gradient(0.1, 1e-4, ppx.UnitSpec.from_pairs(params, [("a", "b")]))
+  """
+  check_number("learning_rate", learning_rate, schedule=True)
+  check_number("weight_decay", weight_decay)
+  return _checked("pathprox_gradient", units, optax.chain(*_gradient_parts(
+      learning_rate, weight_decay, units, momentum, nesterov)))
 
 
 def pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
              units: UnitSpec, *, momentum: float = 0.0, nesterov: bool = False,
-             balance: bool = True, include_bias_in_norm: bool = False
+             balance: bool = True, include_bias_in_norm: bool = False,
+             min_norm: float = 1e-12, dead_threshold: float = 1e-12
              ) -> optax.GradientTransformationExtraArgs:
-  r"""PathProx, the full Algorithm 4.1: SGD + balancing + proximal step.
+  r"""PathProx, the full Algorithm 4.1: SGD, balancing, proximal step.
 
   Minimises the path-norm objective ``L(W) + lambda sum_i ||w_i|| ||v_i|| +
-  lambda/2 sum ||K||^2`` (eq. 4.3; ``K`` the kernels in no group), which has
-  the same minimisers as the weight decay objective (Theorem 4.1):
+  lambda/2 sum ||K||^2`` (eq. 4.3; ``K`` the kernels in no group), whose
+  minimisers, once neuron-balanced, are those of the weight decay objective
+  (Theorem 4.1). Each step:
 
-  1. ordinary weight decay ``grad + lambda K`` on kernels outside every
-     group (biases are never decayed),
+  1. ``grad + lambda K`` on the kernels in no group (biases never decayed),
   2. SGD (optionally with momentum) on all parameters,
   3. layer-wise balancing (if ``balance``),
   4. sphere projection of input weights and group soft-threshold of output
      weights at ``lambda * lr_t``.
 
   The first projection changes the network function unless the input
-  weights already have unit norm; with large learning rates from PyTorch's
-  default init, normalise once with :func:`~pathprox_jax.normalize_units`.
+  weights already have unit norm; from PyTorch's default init at large
+  learning rates, normalise once with :func:`~pathprox_jax.normalize_units`.
 
   Args:
     learning_rate: a float or an optax schedule.
@@ -225,34 +289,43 @@ def pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     units: the network's :class:`~pathprox_jax.UnitSpec`.
     momentum: SGD momentum (0 in all of the paper's runs).
     nesterov: Nesterov momentum.
-    balance: run layer-wise balancing each step (the paper's default).
-    include_bias_in_norm: project ``[w_i; b_i]`` instead of ``w_i``.
+    balance, include_bias_in_norm, min_norm, dead_threshold: as in
+      :func:`path_prox_update`.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``.
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
 
   Examples:
-    >>> import jax, optax
     >>> from flax import nnx
     >>> import pathprox_jax as ppx
     >>> model = ppx.FactorizedMLP(depth=2, width=16, in_features=8,
     ...                           num_classes=3, rngs=nnx.Rngs(0))
     >>> tx = ppx.pathprox(0.1, 1e-4, model.unit_spec())
     >>> opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1;
+    ``docs/algorithms.md``, "The PathProx step".
   """
-  check_units(units)
-  check_hyperparam("momentum", momentum, allow_schedule=False)
-  use_momentum = not (isinstance(momentum, (int, float)) and momentum == 0)
-  chain = optax.chain(
-      optax.add_decayed_weights(weight_decay, mask=units.mask(UNGROUPED_KERNEL)),
-      optax.sgd(learning_rate, momentum if use_momentum else None, nesterov),
-      path_prox(weight_decay, learning_rate, units, balance=balance,
-                include_bias_in_norm=include_bias_in_norm),
-  )
+  _check_common(learning_rate, weight_decay, units, min_norm, dead_threshold)
+  return _checked("pathprox", units, optax.chain(
+      *_gradient_parts(learning_rate, weight_decay, units, momentum, nesterov),
+      path_prox_update(learning_rate, weight_decay, units, balance=balance,
+                       include_bias_in_norm=include_bias_in_norm,
+                       min_norm=min_norm, dead_threshold=dead_threshold)))
 
-  def update_fn(updates, state, params=None, **extra_args):
-    # Check before optax's own transforms can fail with a less clear error.
-    check_update_args(units, updates, params, "pathprox")
-    return chain.update(updates, state, params, **extra_args)
 
-  return optax.GradientTransformationExtraArgs(chain.init, update_fn)
+def path_prox(weight_decay, learning_rate, units, *, balance: bool = False,
+              include_bias_in_norm: bool = False, eps: float = 1e-12,
+              dead_threshold: float = 1e-12):
+  """Deprecated: the 0.1 argument order and default; use :func:`path_prox_update`.
+
+  ``path_prox(weight_decay, learning_rate, units, balance=False)`` equals
+  ``path_prox_update(learning_rate, weight_decay, units, balance=False)``.
+  """
+  _deprecation.warn("path_prox(weight_decay, learning_rate, units) is now "
+                    "path_prox_update(learning_rate, weight_decay, units) "
+                    "(note: balance defaults to True there)")
+  return path_prox_update(learning_rate, weight_decay, units, balance=balance,
+                          include_bias_in_norm=include_bias_in_norm,
+                          min_norm=eps, dead_threshold=dead_threshold)

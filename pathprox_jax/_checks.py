@@ -1,0 +1,125 @@
+"""Argument checks shared by every public function: early, clear ``ValueError``s.
+
+Static values are checked at construction; traced values (under
+``optax.inject_hyperparams`` and ``jit``) and schedules pass, and schedules
+are checked once, abstractly, at ``init`` (:func:`check_schedule`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pathprox_jax.units import UnitSpec
+from pathprox_jax.units.paths import path_str
+
+ScalarOrSchedule = float | jax.Array | optax.Schedule
+
+
+def is_traced(value: Any) -> bool:
+  return isinstance(value, jax.core.Tracer)
+
+
+def check_number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
+                 *, lo_open: bool = False, hi_open: bool = True,
+                 schedule: bool = False) -> None:
+  """Raises ``ValueError`` unless a static scalar ``value`` lies in the interval.
+
+  The default interval ``[0, inf)`` is "a non-negative finite number".
+  Traced values pass. A callable passes if ``schedule`` (it is checked at
+  ``init`` by :func:`check_schedule`) and is rejected otherwise.
+  """
+  if callable(value):
+    if not schedule:
+      raise ValueError(f"{name} must be a number, not a schedule or function; "
+                       f"got {value!r}.")
+    return
+  if is_traced(value):
+    return
+  if jnp.ndim(value) != 0:
+    raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}.")
+  if isinstance(value, bool) or not jnp.issubdtype(jnp.result_type(value),
+                                                   jnp.number):
+    raise ValueError(f"{name} must be a number; got {value!r}.")
+  v = float(value)
+  bad = (math.isnan(v) or v < lo or v > hi or (lo_open and v == lo)
+         or (hi_open and v == hi))
+  if bad:
+    if (lo, hi, lo_open, hi_open) == (0.0, math.inf, False, True):
+      raise ValueError(f"{name} must be a non-negative finite number; got {v}.")
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    raise ValueError(f"{name} must lie in {left}{lo}, {hi}{right}; got {v}.")
+
+
+def check_int(name: str, value: Any, lo: int = 0) -> int:
+  """A Python/NumPy integer ``>= lo`` (bools rejected)."""
+  if isinstance(value, bool) or not jnp.issubdtype(type(value), jnp.integer) \
+      or value < lo:
+    raise ValueError(f"{name} must be an int >= {lo}; got {value!r}.")
+  return int(value)
+
+
+def check_units(units: Any) -> None:
+  if not isinstance(units, UnitSpec):
+    raise TypeError("`units` must be a pathprox_jax.UnitSpec (build it with "
+                    "UnitSpec.from_pairs, UnitSpec.from_groups or "
+                    f"model.unit_spec()); got {type(units).__name__}.")
+
+
+def check_schedule(name: str, value: Any) -> None:
+  """Evaluates a schedule abstractly at step 0 and checks it returns a scalar."""
+  if callable(value):
+    out = jax.eval_shape(value, jnp.zeros([], jnp.int32))
+    if getattr(out, "shape", None) != ():
+      raise ValueError(f"Schedule `{name}` must return a scalar; at step 0 it "
+                       f"returned shape {getattr(out, 'shape', type(out))}.")
+
+
+def scalar_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+  """A hyper-parameter's value at step ``count``."""
+  return value(count) if callable(value) else jnp.asarray(value)
+
+
+def require_params(params: Any, name: str) -> None:
+  if params is None:
+    raise ValueError(f"{name} needs the current params, but you are not "
+                     "passing `params`: call "
+                     "`optimizer.update(grads, state, params)`.")
+
+
+def check_float_params(params: Any, name: str) -> None:
+  """Raises ``ValueError`` naming the first non-floating leaf of ``params``."""
+  for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(
+          f"{name}: parameter '{path_str(kp)}' has dtype {dtype} and shape "
+          f"{jnp.shape(leaf)}; only floating-point parameters can be "
+          "optimised. Filter them out (e.g. nnx.Optimizer(..., wrt=nnx.Param) "
+          "or eqx.filter(model, eqx.is_inexact_array)).")
+
+
+def check_update_args(units: UnitSpec, updates: Any, params: Any,
+                      name: str) -> None:
+  """Trace-time checks of ``update(updates, state, params)`` (no run-time cost):
+  ``params`` still match the spec and ``updates`` have their paths and shapes."""
+  require_params(params, name)
+  units.check(params, where=f"params passed to {name}.update")
+
+  def shapes(tree):
+    return {path_str(k): jnp.shape(x)
+            for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  u_shapes, p_shapes = shapes(updates), shapes(params)
+  if u_shapes.keys() != p_shapes.keys():
+    raise ValueError(
+        f"{name}: the updates/gradients do not have the structure of the "
+        f"params. Only in updates: {sorted(u_shapes.keys() - p_shapes.keys()) or 'none'}; "
+        f"only in params: {sorted(p_shapes.keys() - u_shapes.keys()) or 'none'}.")
+  for path, shape in u_shapes.items():
+    if shape != p_shapes[path]:
+      raise ValueError(f"{name}: the update for '{path}' has shape {shape} but "
+                       f"the param has shape {p_shapes[path]}.")

@@ -1,0 +1,31 @@
+"""Deprecation helpers: renamed arguments keep working for one release."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+
+def warn(message: str, stacklevel: int = 3) -> None:
+  warnings.warn(message + " (removed in 0.3; see CHANGELOG.md)",
+                DeprecationWarning, stacklevel=stacklevel)
+
+
+def renamed_kwargs(fn: str, given: dict[str, Any], **renames) -> Any:
+  """Resolves old keyword names passed in ``**given``.
+
+  ``renames`` maps ``old_name=(new_name, new_value)``; returns the new
+  values in that order, taking an old name's value (with a
+  ``DeprecationWarning``) when it was passed. Unknown names raise
+  ``TypeError`` as Python would.
+  """
+  unknown = set(given) - set(renames)
+  if unknown:
+    raise TypeError(f"{fn}() got unexpected keyword arguments {sorted(unknown)}.")
+  out = []
+  for old, (new, value) in renames.items():
+    if old in given:
+      warn(f"{fn}(..., {old}=...) is now {fn}(..., {new}=...)", stacklevel=4)
+      value = given[old]
+    out.append(value)
+  return out[0] if len(out) == 1 else tuple(out)

@@ -1,0 +1,108 @@
+"""Layer layouts of the JAX frameworks: from a pair of layers to a unit group.
+
+============  ===========  =========  ===================================  ==========
+layout        kernel leaf  bias leaf  kernel shape                         bias shape
+============  ===========  =========  ===================================  ==========
+``flax``      ``kernel``   ``bias``   ``(in, out)``, ``(kh, kw, in, out)``  ``(out,)``
+``haiku``     ``w``        ``b``      ``(in, out)``, ``(kh, kw, in, out)``  ``(out,)``
+``equinox``   ``weight``   ``bias``   ``(out, in)``, ``(out, in, kh, kw)``  ``(out,)``, ``(out, 1, 1)``
+============  ===========  =========  ===================================  ==========
+
+``layout="auto"`` picks the framework whose kernel leaf name the layers
+have; all layers of one spec must agree (a Flax model with a leaf named ``w``
+is not silently read as Haiku). A unit is output channel ``i`` of the input
+layer and input channel ``i`` of the output layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pathprox_jax.units.paths import join
+from pathprox_jax.units.slices import Slice, UnitGroup
+
+
+class Layout(NamedTuple):
+  kernel: str
+  bias: str
+  in_axis: int     # input-channel axis of the kernel
+  out_axis: int    # output-channel axis of the kernel
+
+
+LAYOUTS = {
+    "flax": Layout("kernel", "bias", -2, -1),
+    "haiku": Layout("w", "b", -2, -1),
+    "equinox": Layout("weight", "bias", 1, 0),
+}
+
+
+def detect_layout(layers, index: dict[str, int], layout: str) -> Layout:
+  """The one layout of all ``layers`` (see the module docstring)."""
+  if layout != "auto":
+    if layout not in LAYOUTS:
+      raise ValueError(f"Unknown layout {layout!r}; expected 'auto' or one of "
+                       f"{sorted(LAYOUTS)}.")
+    return LAYOUTS[layout]
+  names = {layer: _layout_name(layer, index) for layer in layers}
+  if len(set(names.values())) > 1:
+    raise ValueError(f"The layers use different layouts ({names}); pass "
+                     "layout='flax'|'haiku'|'equinox' or use "
+                     "UnitSpec.from_groups.")
+  return LAYOUTS[next(iter(names.values()))]
+
+
+def _layout_name(layer: str, index: dict[str, int]) -> str:
+  found = [n for n in LAYOUTS if join(layer, LAYOUTS[n].kernel) in index]
+  if len(found) == 1:
+    return found[0]
+  leaves = sorted(p[len(layer) + 1:] for p in index if p.startswith(layer + "/"))
+  if not leaves and not any(p == layer for p in index):
+    raise ValueError(
+        f"Layer '{layer}' is not in the params. Top-level keys: "
+        f"{sorted({p.split('/')[0] for p in index})}.")
+  raise ValueError(
+      f"Layer '{layer}' has {'no' if not found else 'several'} kernel leaf "
+      f"({', '.join(repr(l.kernel) for l in LAYOUTS.values())}); its leaves "
+      f"are {leaves}. Name the layout (layout='flax'|'haiku'|'equinox') or "
+      "describe the group with UnitSpec.from_groups.")
+
+
+def _kernel(leaves, index, layer: str, lay: Layout, role: str):
+  path = join(layer, lay.kernel)
+  if path not in index:
+    raise ValueError(f"{role} layer '{layer}' has no '{lay.kernel}' leaf.")
+  shape = tuple(np.shape(leaves[index[path]]))
+  if len(shape) < 2:
+    raise ValueError(
+        f"{role} kernel '{path}' has shape {shape}; expected a Dense or Conv "
+        "kernel with input- and output-channel axes.")
+  bias = join(layer, lay.bias)
+  return path, shape, (bias if bias in index else None)
+
+
+def pair_group(leaves: list[Any], index: dict[str, int], input_layer: str,
+               output_layer: str, lay: Layout, k: int) -> UnitGroup:
+  """The unit group of the layer pair ``(input_layer, output_layer)``."""
+  a, a_shape, a_bias = _kernel(leaves, index, input_layer, lay, "Input")
+  b, b_shape, b_bias = _kernel(leaves, index, output_layer, lay, "Output")
+  n, m = a_shape[lay.out_axis], b_shape[lay.in_axis]
+  if n != m:
+    hint = ""
+    if n and m % n == 0:
+      hint = (f" If a flatten of a {n}-channel feature map sits between them, "
+              f"describe the output slice with its view: Slice('{b}', axis=1, "
+              f"view=({m // n}, {n}, ...)) for a channels-last flatten (or "
+              f"axis=0, view=({n}, {m // n}, ...) for channels-first) in "
+              "UnitSpec.from_groups.")
+    raise ValueError(
+        f"Unit-count mismatch in pair {k}: input layer '{input_layer}' kernel "
+        f"{a_shape} has {n} output channels, but output layer "
+        f"'{output_layer}' kernel {b_shape} takes {m} inputs.{hint}")
+  out_axis = lay.out_axis % len(b_shape)
+  return UnitGroup(
+      inputs=(Slice(a, lay.out_axis),),
+      biases=(Slice(a_bias, 0),) if a_bias else (),
+      outputs=(Slice(b, lay.in_axis, bias=b_bias, out_axes=(out_axis,),
+                     conv=len(b_shape) > 2),))

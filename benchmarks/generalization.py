@@ -1,6 +1,6 @@
 """Table 1 of the PathProx paper (and the ablations of Tables 2 and 3) at CPU scale.
 
-Tasks (hyper-parameters: paper Table 5, see ALGORITHMS.md section 6):
+Tasks (hyper-parameters: paper Table 5 and Appendix D):
 
 * task 1: ``FactorizedMLP(3, 400)`` on the offline MNIST subset, 100 images
   per class for training (1000); validation = ``--val-size`` of the 4000

@@ -55,24 +55,15 @@ def iterate_batches(
     yield x[idx], y[idx]
 
 
-def batch_stream(
-  x: np.ndarray,
-  y: np.ndarray,
-  batch_size: int,
-  *,
-  seed: int = 0,
-  shuffle: bool = True,
-  drop_remainder: bool = True,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batch_stream(x: np.ndarray, y: np.ndarray, batch_size: int, *,
+                 seed: int = 0, **options) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Endless batches for step-based loops, reshuffled at every epoch.
 
   Args:
-      x: Inputs, indexed along the first axis.
-      y: Targets with ``len(y) == len(x)``.
-      batch_size: Examples per batch.
+      x, y, batch_size: as in :func:`iterate_batches`.
       seed: Seed of the sequence of epoch shuffles.
-      shuffle: If false, every epoch follows the stored order.
-      drop_remainder: As in :func:`iterate_batches` (applied per epoch).
+      **options: ``shuffle`` and ``drop_remainder`` of
+          :func:`iterate_batches`, applied per epoch.
 
   Yields:
       ``(x_batch, y_batch)`` forever.
@@ -83,7 +74,7 @@ def batch_stream(
       >>> [xb.shape for xb, _ in itertools.islice(stream, 3)]
       [(4, 3), (4, 3), (4, 3)]
   """
-  if drop_remainder and len(x) < batch_size:
+  if options.get("drop_remainder", True) and len(x) < batch_size:
     raise ValueError(
       f"batch_size {batch_size} > dataset size {len(x)} with drop_remainder"
     )
@@ -91,6 +82,4 @@ def batch_stream(
     raise ValueError("cannot stream an empty dataset")
   rng = np.random.default_rng(seed)
   while True:
-    yield from iterate_batches(
-      x, y, batch_size, rng=rng, shuffle=shuffle, drop_remainder=drop_remainder
-    )
+    yield from iterate_batches(x, y, batch_size, rng=rng, **options)

@@ -273,20 +273,15 @@ def load_mnist_corrupted(
   )
 
 
-def load_cifar10_corrupted(
-  corruption: str,
-  severity: int,
-  *,
-  data_dir: str | None = None,
-  normalize: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar10_corrupted(corruption: str, severity: int, **options
+                           ) -> tuple[np.ndarray, np.ndarray]:
   """Loads ``cifar10_corrupted/<corruption>_<severity>`` (CIFAR-10-C, 'test' only).
 
   Args:
       corruption: One of :data:`CIFAR10_CORRUPTIONS`.
       severity: Integer severity in ``1..5``.
-      data_dir: TFDS data directory; defaults to :func:`default_data_dir`.
-      normalize: If true, standardise with the clean CIFAR-10 constants.
+      **options: ``data_dir`` and ``normalize`` of :func:`load_tfds_split`
+          (normalisation uses the constants of clean CIFAR-10).
 
   Returns:
       ``(images (10000, 32, 32, 3) float32, labels int32)``.
@@ -302,9 +297,5 @@ def load_cifar10_corrupted(
     )
   if severity not in (1, 2, 3, 4, 5):
     raise ValueError(f"severity must be in 1..5, got {severity}")
-  return load_tfds_split(
-    f"cifar10_corrupted/{corruption}_{severity}",
-    "test",
-    data_dir=data_dir,
-    normalize=normalize,
-  )
+  return load_tfds_split(f"cifar10_corrupted/{corruption}_{severity}", "test",
+                         **options)

@@ -237,13 +237,7 @@ def prox_l0(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   Threshold and jump are both ``sqrt(2 mu_i)``. At ``|x_i| == sqrt(2 mu_i)``
   Eq. (4) allows ``{0, x_i}``; this function returns 0.
 
-  Args:
-    x: input array.
-    reg: regularisation strength (may be traced), >= 0.
-    scaling: scalar or array broadcastable to ``x`` (inverse diagonal metric).
-
-  Returns:
-    Array with the shape and dtype of ``x``.
+  Args and returns: as :func:`prox_l1`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -268,13 +262,7 @@ def prox_l_half(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array
   Threshold ``1.5 mu^(2/3)``; just above it ``|y|`` jumps from 0 to
   ``mu^(2/3)`` (= 2/3 of the threshold). Ties at ``|x| == tau`` return 0.
 
-  Args:
-    x: input array.
-    reg: regularisation strength (may be traced), >= 0.
-    scaling: scalar or array broadcastable to ``x`` (inverse diagonal metric).
-
-  Returns:
-    Array with the shape and dtype of ``x``.
+  Args and returns: as :func:`prox_l1`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -303,13 +291,7 @@ def prox_l_two_thirds(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) ->
   evaluated in units of ``mu^(3/4)`` with ``arccosh`` in log space, which is
   algebraically identical but cannot overflow (``lt^3`` and ``x^2`` would).
 
-  Args:
-    x: input array.
-    reg: regularisation strength (may be traced), >= 0.
-    scaling: scalar or array broadcastable to ``x`` (inverse diagonal metric).
-
-  Returns:
-    Array with the shape and dtype of ``x``.
+  Args and returns: as :func:`prox_l1`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -347,9 +329,7 @@ def prox_binary(
   (not 0 as ``jnp.sign`` would: ``y = 0`` is generally *not* a minimiser).
 
   Args:
-    x: input array.
-    reg: regularisation strength (may be traced), >= 0.
-    scaling: scalar or array broadcastable to ``x`` (inverse diagonal metric).
+    x, reg, scaling: as in :func:`prox_l1`.
     q: static exponent, one of 1, 0.5, 2/3 or 0 (2/3 is an extension beyond
       the paper's {1, 1/2, 0}).
 
@@ -449,12 +429,8 @@ def scalar_threshold(q: float, mu: ArrayLike) -> Array:
     >>> round(float(scalar_threshold(0.5, 1.0)), 6)
     1.5
   """
-  qf = _check_q_interval(q)
-  mu = jnp.asarray(mu)
-  mu = mu.astype(jnp.promote_types(mu.dtype, jnp.float32))
-  if qf == 1.0:
-    return mu
-  return (2.0 - qf) / (2.0 * (1.0 - qf)) * (2.0 * (1.0 - qf) * mu) ** (1.0 / (2.0 - qf))
+  qf, mu, jump = _q_mu_jump(q, mu)
+  return mu if qf == 1.0 else (2.0 - qf) / (2.0 * (1.0 - qf)) * jump
 
 
 def scalar_jump(q: float, mu: ArrayLike) -> Array:
@@ -465,21 +441,21 @@ def scalar_jump(q: float, mu: ArrayLike) -> Array:
   smaller. ``sqrt(2 mu)`` for q = 0, ``mu^(2/3)`` for q = 1/2,
   ``(2 mu / 3)^(3/4)`` for q = 2/3 and 0 (continuous) for q = 1.
 
-  Args:
-    q: static exponent in [0, 1].
-    mu: threshold parameter ``reg * scaling`` (may be traced).
-
-  Returns:
-    ``y_q`` with the shape of ``mu`` (at least float32).
+  Args and returns: as :func:`scalar_threshold` (``y_q`` instead of ``tau_q``).
 
   Examples:
     >>> round(float(scalar_jump(0.5, 8.0)), 6)
     4.0
   """
+  return _q_mu_jump(q, mu)[2]
+
+
+def _q_mu_jump(q, mu) -> tuple[float, Array, Array]:
+  """``(q, mu, (2 mu (1 - q))^(1 / (2 - q)))``, ``mu`` in at least float32."""
   qf = _check_q_interval(q)
   mu = jnp.asarray(mu)
   mu = mu.astype(jnp.promote_types(mu.dtype, jnp.float32))
-  return (2.0 * (1.0 - qf) * mu) ** (1.0 / (2.0 - qf))
+  return qf, mu, (2.0 * (1.0 - qf) * mu) ** (1.0 / (2.0 - qf))
 
 
 def get_lq_prox(q: float) -> ProxFn:

@@ -13,8 +13,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from pathprox_jax._numerics import (accumulation_dtype, along, safe_inverse,
-                                    safe_sqrt, sums_of_squares)
+from pathprox_jax._numerics import (accumulation_dtype, along, safe_sqrt, sums_of_squares)
 from pathprox_jax.units.weights import UnitWeights
 
 

@@ -3,13 +3,11 @@
 No published method does this: the PathProx paper lists adaptive variants as
 future work, and ProxGen (Yun, Lozano & Yang) supplies the tool, a proximal
 step in the preconditioner metric. This module combines them
-(ALGORITHMS.md section 4, last item); it is an experiment, not a
+(``docs/algorithms.md``, "Adaptive PathProx"); it is an experiment, not a
 reproduction.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +51,7 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
 
   Not a published method: the PathProx paper lists adaptive variants as
   future work; this combines its Algorithm 4.1 with ProxGen's proximal step
-  in a preconditioner metric (ALGORITHMS.md section 4). Treat it as an
+  in a preconditioner metric (``docs/algorithms.md``, "Adaptive PathProx"). Treat it as an
   experiment (see ``benchmarks/PROXGEN_RESULTS.md`` for measurements).
 
   Minimises the same path-norm objective as :func:`~pathprox_jax.pathprox`,
@@ -127,6 +125,10 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     >>> params["fc2"]["kernel"].round(4)   # second unit pruned
     Array([[0.9985],
            [0.    ]], dtype=float32)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1 and section 6;
+    Yun, Lozano and Yang, ProxGen, arXiv:2007.07484, eq. 2.
   """
   name = "adaptive_pathprox"
   check_units(units)

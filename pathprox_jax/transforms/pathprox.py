@@ -159,15 +159,13 @@ def path_prox_params(params: Any, learning_rate: ScalarOrSchedule,
   Examples:
     >>> import jax, jax.numpy as jnp, optax
     >>> import pathprox_jax as ppx
-    >>> params = {"fc1": {"kernel": jnp.ones((3, 4))},
-    ...           "fc2": {"kernel": jnp.ones((4, 2))}}
-    >>> spec = ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")])
+    >>> p = {"a": {"kernel": jnp.ones((3, 4))}, "b": {"kernel": jnp.ones((4, 2))}}
+    >>> spec = ppx.UnitSpec.from_pairs(p, [("a", "b")])
     >>> tx = ppx.pathprox_gradient(0.1, 1e-3, spec)
-    >>> state = tx.init(params)
-    >>> grads = jax.tree.map(jnp.ones_like, params)
-    >>> updates, state = tx.update(grads, state, params)
-    >>> params = ppx.path_prox_params(optax.apply_updates(params, updates),
-    ...                               0.1, 1e-3, spec)
+    >>> updates, state = tx.update(jax.tree.map(jnp.ones_like, p), tx.init(p), p)
+    >>> p = ppx.path_prox_params(optax.apply_updates(p, updates), 0.1, 1e-3, spec)
+    >>> ppx.group_norms(p["a"]["kernel"], axis=1).round(5)   # on the sphere
+    Array([1., 1., 1., 1.], dtype=float32)
 
   References:
     Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1.

@@ -61,7 +61,6 @@ from flax import nnx
 
 import pathprox_jax as ppx
 from benchmarks import common
-from pathprox_jax.compact import compact, compaction_error, rebuild
 from pathprox_jax.models.vgg import VGG19_CONFIG
 
 
@@ -147,7 +146,7 @@ def measure(model, small, x_eval, y_eval, example_shape, args, desc):
     r["analytic_flops_per_example"] = analytic_flops(m)
     r["test_accuracy"] = float(common.accuracy(outputs[name](jnp.asarray(x_eval)),
                                                jnp.asarray(y_eval)))
-  err = compaction_error(outputs["dense"], outputs["compact"], jnp.asarray(x_eval))
+  err = ppx.compaction_error(outputs["dense"], outputs["compact"], jnp.asarray(x_eval))
   res["relative_output_change"], res["max_abs_output_change"] = err
   rng = np.random.default_rng(0)
   for batch in (1, 256):
@@ -179,13 +178,13 @@ def first_step_below(history, level):
 
 
 def threshold_variant(model, params, spec, thr, x_eval, y_eval):
-  small_p, small_spec = compact(params, spec, threshold=thr)
-  small = rebuild(model, small_p)
+  small_p, small_spec = ppx.compact(params, spec, threshold=thr)
+  small = ppx.rebuild(model, small_p)
   fb = common.functional(model, with_spec=False)
   fs = common.functional(small, with_spec=False)
   out_b = lambda x, a=jax.jit(fb.apply): common.predict_batched(a, fb.params, x)
   out_s = lambda x, a=jax.jit(fs.apply): common.predict_batched(a, fs.params, x)
-  err = compaction_error(out_b, out_s, jnp.asarray(x_eval))
+  err = ppx.compaction_error(out_b, out_s, jnp.asarray(x_eval))
   acc = float(common.accuracy(out_s(jnp.asarray(x_eval)), jnp.asarray(y_eval)))
   return {"threshold": thr, "units": list(small_spec.num_units),
           "params": num_params(small), "test_accuracy": acc,
@@ -213,9 +212,9 @@ def train_pathprox(model, x, y, x_eval, y_eval, lr, lam, steps, batch, eval_ever
 
 def run_network(name, model, params, spec, history, train_s, x_eval, y_eval,
                 example_shape, args, hparams):
-  trained = rebuild(model, params)
-  small_p, small_spec = compact(params, spec)
-  small = rebuild(trained, small_p)
+  trained = ppx.rebuild(model, params)
+  small_p, small_spec = ppx.compact(params, spec)
+  small = ppx.rebuild(trained, small_p)
   print(f"[{name}] units per group {spec.num_units} -> {small_spec.num_units}", flush=True)
   res = measure(trained, small, x_eval, y_eval, example_shape, args, name)
   res.update({

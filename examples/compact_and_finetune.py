@@ -35,7 +35,6 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 import pathprox_jax as ppx
-from pathprox_jax.compact import compact, compaction_error, rebuild
 from pathprox_jax.data import load_mnist_subset
 
 
@@ -125,9 +124,9 @@ def main(argv=None):
   acc = accuracy(model, data.x_test, data.y_test)
 
   state = nnx.state(model, nnx.Param)
-  small_state, small_spec = compact(state, model.unit_spec(), threshold=args.threshold)
-  small = rebuild(model, small_state)
-  err = compaction_error(nnx.jit(lambda x: model(x)), nnx.jit(lambda x: small(x)),
+  small_state, small_spec = ppx.compact(state, model.unit_spec(), threshold=args.threshold)
+  small = ppx.rebuild(model, small_state)
+  err = ppx.compaction_error(nnx.jit(lambda x: model(x)), nnx.jit(lambda x: small(x)),
                          jnp.asarray(data.x_test))
   small_acc = accuracy(small, data.x_test, data.y_test)
   print(f"Compacted: hidden widths {model.widths} -> {small.widths}")
@@ -143,9 +142,9 @@ def main(argv=None):
   tuned_acc = accuracy(small, data.x_test, data.y_test)
   print(f"  test accuracy after fine-tuning {tuned_acc:.4f}")
   # PathProx kept pruning during fine-tuning: compact once more (exact).
-  state, _ = compact(nnx.state(small, nnx.Param), small.unit_spec())
+  state, _ = ppx.compact(nnx.state(small, nnx.Param), small.unit_spec())
   widths_before = small.widths
-  small = rebuild(small, state)
+  small = ppx.rebuild(small, state)
   print(f"Compacted again: {widths_before} -> {small.widths}, parameters "
         f"{num_params(small):,}, test accuracy "
         f"{accuracy(small, data.x_test, data.y_test):.4f}")
@@ -160,7 +159,7 @@ def main(argv=None):
   ckptr.wait_until_finished()
   meta = ckptr.metadata(path).item_metadata.tree
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
-  restored = rebuild(nnx.eval_shape(make_full), ckptr.restore(path, target))
+  restored = ppx.rebuild(nnx.eval_shape(make_full), ckptr.restore(path, target))
   restored_acc = accuracy(restored, data.x_test, data.y_test)
   print(f"Saved and restored {path}: widths {restored.widths}, "
         f"test accuracy {restored_acc:.4f}")

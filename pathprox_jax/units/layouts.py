@@ -59,9 +59,8 @@ def _layout_name(layer: str, index: dict[str, int]) -> str:
     return found[0]
   leaves = sorted(p[len(layer) + 1:] for p in index if p.startswith(layer + "/"))
   if not leaves and not any(p == layer for p in index):
-    raise ValueError(
-        f"Layer '{layer}' is not in the params. Top-level keys: "
-        f"{sorted({p.split('/')[0] for p in index})}.")
+    layers = sorted({p.rsplit("/", 1)[0] for p in index if "/" in p})
+    raise ValueError(f"Layer '{layer}' is not in the params. Layers: {layers}.")
   raise ValueError(
       f"Layer '{layer}' has {'no' if not found else 'several'} kernel leaf "
       f"({', '.join(repr(l.kernel) for l in LAYOUTS.values())}); its leaves "
@@ -72,7 +71,9 @@ def _layout_name(layer: str, index: dict[str, int]) -> str:
 def _kernel(leaves, index, layer: str, lay: Layout, role: str):
   path = join(layer, lay.kernel)
   if path not in index:
-    raise ValueError(f"{role} layer '{layer}' has no '{lay.kernel}' leaf.")
+    name = next(n for n, l in LAYOUTS.items() if l == lay)
+    raise ValueError(f"{role} layer '{layer}' has no '{lay.kernel}' leaf (the "
+                     f"{name} layout's kernel).")
   shape = tuple(np.shape(leaves[index[path]]))
   if len(shape) < 2:
     raise ValueError(
@@ -82,6 +83,27 @@ def _kernel(leaves, index, layer: str, lay: Layout, role: str):
   return path, shape, (bias if bias in index else None)
 
 
+def _flatten_hint(path, bias, shape, lay: Layout, n: int) -> str:
+  """How to describe the output kernel if a flatten of ``n`` channels sits
+  between the layers (each channel then owns ``m // n`` of its inputs)."""
+  ax, m = lay.in_axis % len(shape), shape[lay.in_axis]
+  if not n or m % n:
+    return ""
+  out = lay.out_axis % len(shape)
+
+  def slice_text(split, unit):
+    view = shape[:ax] + split + shape[ax + 1:]
+    out_axes = (out + (1 if out > ax else 0),)
+    extra = f", bias='{bias}'" if bias else ""
+    return (f"Slice('{path}', axis={unit}, view={view}, out_axes={out_axes}, "
+            f"conv=False{extra})")
+  return (f" If a flatten of a {n}-channel feature map sits between them, "
+          f"describe the output slice with UnitSpec.from_groups and "
+          f"{slice_text((m // n, n), ax + 1)} for a channel-minor flatten "
+          f"(channels last, e.g. Flax NHWC) or {slice_text((n, m // n), ax)} "
+          "for a channel-major one (channels first, e.g. Equinox CHW).")
+
+
 def pair_group(leaves: list[Any], index: dict[str, int], input_layer: str,
                output_layer: str, lay: Layout, k: int) -> UnitGroup:
   """The unit group of the layer pair ``(input_layer, output_layer)``."""
@@ -89,17 +111,11 @@ def pair_group(leaves: list[Any], index: dict[str, int], input_layer: str,
   b, b_shape, b_bias = _kernel(leaves, index, output_layer, lay, "Output")
   n, m = a_shape[lay.out_axis], b_shape[lay.in_axis]
   if n != m:
-    hint = ""
-    if n and m % n == 0:
-      hint = (f" If a flatten of a {n}-channel feature map sits between them, "
-              f"describe the output slice with its view: Slice('{b}', axis=1, "
-              f"view=({m // n}, {n}, ...)) for a channels-last flatten (or "
-              f"axis=0, view=({n}, {m // n}, ...) for channels-first) in "
-              "UnitSpec.from_groups.")
     raise ValueError(
         f"Unit-count mismatch in pair {k}: input layer '{input_layer}' kernel "
         f"{a_shape} has {n} output channels, but output layer "
-        f"'{output_layer}' kernel {b_shape} takes {m} inputs.{hint}")
+        f"'{output_layer}' kernel {b_shape} takes {m} inputs."
+        + _flatten_hint(b, b_bias, b_shape, lay, n))
   out_axis = lay.out_axis % len(b_shape)
   return UnitGroup(
       inputs=(Slice(a, lay.out_axis),),

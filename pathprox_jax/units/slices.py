@@ -43,11 +43,12 @@ class Slice:
       the constant output of removed units into it.
     out_axes: output slices only: the view axes that this bias indexes
       (default: the last axis, or axis 0 when the unit axis is the last).
-    conv: output slices only: whether the view axes that are neither the
-      unit axis nor ``out_axes`` are convolution taps (``None``: yes if
-      there are such axes). Only :func:`compact` uses it: a constant input
-      channel of a ``SAME``-padded convolution does not give a constant
-      output, so such constants are not folded into the bias.
+    conv: output slices only: whether the layer is a convolution (``None``:
+      yes if the leaf has more than two axes, the safe guess). Only
+      :func:`compact` uses it: a constant input channel of a
+      ``SAME``-padded convolution does not give a constant output, so such
+      constants are not folded into the bias. A Dense kernel after a
+      flatten is not a convolution (``conv=False``).
     shape: the leaf's shape; filled in by validation
       (:meth:`UnitSpec.from_groups`).
 
@@ -237,8 +238,7 @@ def resolve_slice(s: Slice, leaves, index, what: str, output: bool) -> Slice:
       raise ValueError(
           f"Bias '{s.bias}' has shape {bshape}, but {what.lower()} '{s.path}' "
           f"(view {view}) has {want} outputs on out_axes {out_axes}.")
-  rest = [a for a in range(len(view)) if a != axis and a not in out_axes]
-  conv = bool(rest) if s.conv is None else bool(s.conv)
+  conv = len(shape) > 2 if s.conv is None else bool(s.conv)
   return Slice(s.path, axis, view, s.bias, out_axes, conv, shape)
 
 

@@ -63,10 +63,13 @@ def _check_threshold(threshold: Any) -> float:
 
 # ------------------------------------------------------------ unit choice
 def _constant_parts(group: UnitGroup, x: UnitWeights, activation: Activation
-                    ) -> list[jax.Array]:
-  """Per output slice, ``(n, outputs)``: what unit ``i`` contributes to that
-  layer's pre-activation when ``w_i = 0``, ``activation(b_i) * sum v_i`` (the
-  sum over the slice's input axes other than the unit axis)."""
+                    ) -> list[tuple[jax.Array, jax.Array]]:
+  """Per output slice, ``(part, emits)``: ``part (n, outputs)`` is what unit
+  ``i`` adds to that layer's pre-activation when ``w_i = 0``,
+  ``activation(b_i) * sum v_i`` (the sum over the slice's input axes other
+  than the unit axis); ``emits (n,)`` says whether the unit sends any
+  constant at all (``activation(b_i) != 0`` and ``v_i != 0``): a conv with
+  taps summing to zero still changes the borders of a padded image."""
   acc = accumulation_dtype(x.v[0].dtype)
   n = group.num_units
   b = jnp.zeros((n,), acc)
@@ -81,8 +84,10 @@ def _constant_parts(group: UnitGroup, x: UnitWeights, activation: Activation
     order = [s.axis] + list(s.other_axes)
     summed = tuple(i for i, ax in enumerate(order) if ax not in s.out_axes
                    and ax != s.axis)
-    per_unit = jnp.sum(jnp.transpose(v.astype(acc), order), axis=summed)
-    out.append(a[:, None] * per_unit.reshape(n, -1))
+    moved = jnp.transpose(v.astype(acc), order)
+    per_unit = jnp.sum(moved, axis=summed)
+    emits = (a != 0) & jnp.any(moved.reshape(n, -1) != 0, axis=1)
+    out.append((a[:, None] * per_unit.reshape(n, -1), emits))
   return out
 
 
@@ -114,9 +119,9 @@ def _plan(params, units, threshold, activation, fold_conv_constants, min_width):
           f"norms are not finite (first at unit {int(np.flatnonzero(bad)[0])}); "
           "cannot compact.")
     accounted = np.ones(g.num_units, bool)
-    for s, part in zip(g.outputs, gparts):
+    for s, (_, emits) in zip(g.outputs, gparts):
       if not _foldable(g, s, fold_conv_constants):
-        accounted &= ~np.any(np.asarray(part) != 0, axis=1)
+        accounted &= ~np.asarray(emits)
     keep = ~((pn <= threshold) & accounted)
     need = min(min_width, g.num_units) - int(keep.sum())
     if need > 0:  # revive the strongest removed units, untouched
@@ -333,7 +338,7 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
   leaves = list(leaves)
   for g, idx, gparts in zip(units.groups, kept, parts):
     removed = np.setdiff1d(np.arange(g.num_units), idx)
-    for s, part in zip(g.outputs, gparts):
+    for s, (part, _) in zip(g.outputs, gparts):
       if s.bias is None or removed.size == 0:
         continue  # without a bias, removed units have no constant part
       shift = np.sum(np.asarray(part, np.float64)[removed], axis=0)

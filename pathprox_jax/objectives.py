@@ -55,7 +55,12 @@ def path_norm_penalty(params: Any, units: UnitSpec) -> jax.Array:
   path-norm objective is ``G = L + lambda * path_norm_penalty``; it equals the
   weight decay objective of the neuron-balanced network
   (:func:`~pathprox_jax.balance_neurons`), which is how the paper reports
-  PathProx's progress on the weight decay objective.
+  PathProx's progress on the weight decay objective. (Exception: a unit with
+  ``w_i = 0`` but ``v_i != 0`` has path norm 0 here, while no rescaling
+  removes its ``||v_i||^2 / 2`` from the weight decay penalty.)
+
+  References:
+    Yang et al., PathProx, arXiv:2210.03069, eqs. 4.2-4.3, Theorem 4.1.
   """
   leaves, _, index = leaf_index(params)
   ungrouped = _sum_squares(leaves[index[p]] for p in units.ungrouped_kernels)

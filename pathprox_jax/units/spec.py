@@ -46,28 +46,44 @@ class UnitSpec:
   ``unit_spec()``. It is hashable and static: close over it in transforms
   and pass it to ``jax.jit`` as a static argument, never as a traced one.
 
-  Layer-wise balancing (``balance=True``) assumes that the groups are listed
-  in network order and that each group's output slices reach the next
-  group's input slices through positively homogeneous, parameter-free
-  operations only (a chain: no residual add, skip, branch or normalisation).
+  Layer-wise balancing (``balance=True``) passes a scale from group ``g``
+  to group ``g + 1`` only where ``links[g]`` is true: there, group ``g``'s
+  output slices must reach group ``g + 1``'s input slices through positively
+  homogeneous, parameter-free operations only (no residual add, skip, branch
+  or normalisation). :meth:`discover` finds the links from the model's
+  graph; hand-built specs (:meth:`from_pairs`, :meth:`from_groups`) assume a
+  chain in network order unless given ``links``.
 
   Attributes:
     groups: the validated groups, in network order.
     ungrouped_kernels: paths of the kernels in no group (they get ordinary
       weight decay).
+    links: ``len(groups) - 1`` flags: may balancing pass a scale from group
+      ``g`` to ``g + 1``.
+    links_checked: whether ``links`` were verified on the graph
+      (:meth:`discover`) or assumed.
+    findings: what :meth:`discover` concluded about the other leaves (why a
+      candidate was rejected); empty for hand-built specs.
   """
   groups: tuple[UnitGroup, ...]
   ungrouped_kernels: tuple[str, ...]
+  links: tuple[bool, ...] = ()
+  links_checked: bool = dataclasses.field(default=False, compare=False)
+  findings: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
   # ------------------------------------------------------------------ build
   @classmethod
-  def from_groups(cls, params: Any, groups: Sequence[UnitGroup]) -> "UnitSpec":
+  def from_groups(cls, params: Any, groups: Sequence[UnitGroup], *,
+                  links: Sequence[bool] | None = None) -> "UnitSpec":
     """Validates explicit unit groups against ``params``.
 
     Args:
       params: the params pytree (dicts, Linen params, ``nnx.State``, an
         Equinox module, Haiku params).
       groups: :class:`~pathprox_jax.UnitGroup` objects in network order.
+      links: for each pair of consecutive groups, whether layer-wise
+        balancing is exact between them (``None``: assume a chain, all
+        true).
 
     Returns:
       The spec.
@@ -104,7 +120,66 @@ class UnitSpec:
     grouped = {s.path for g in resolved for s in g.inputs + g.outputs}
     kernels = tuple(p for p, i in index.items()
                     if is_kernel(p, leaves[i]) and p not in grouped)
-    return cls(resolved, kernels)
+    if links is None:
+      links = (True,) * (len(resolved) - 1)
+    links = tuple(bool(x) for x in links)
+    if len(links) != len(resolved) - 1:
+      raise ValueError(f"links has {len(links)} entries; {len(resolved)} "
+                       f"groups need {len(resolved) - 1}.")
+    return cls(resolved, kernels, links)
+
+  @classmethod
+  def discover(cls, fn: Callable, params: Any, *example_inputs: Any
+               ) -> "UnitSpec":
+    """Finds every homogeneous unit group of ``fn(params, *example_inputs)``.
+
+    ``fn`` is traced to a jaxpr with abstract inputs (no FLOPs): any pure
+    function of the params, a Flax ``Module.apply``, a function merging an
+    NNX graph, an Equinox module call (``jax.vmap`` included) or a Haiku
+    ``transform``'s ``apply``; ``jit``, ``vmap``, ``custom_jvp`` activations
+    are seen through. A group starts at a linear map in one parameter
+    (``x @ W``, a convolution, or a per-channel scale such as a norm's
+    ``scale``), optionally plus a bias and further linear maps summed into
+    the same pre-activation, then passes only through positively homogeneous
+    operations that keep each unit separate (ReLU and leaky ReLU however
+    written, max and average pooling, reshapes, transposes, slices,
+    concatenation), and is read by one or more linear maps in other
+    parameters. Candidates that are not are reported with the reason
+    (:meth:`report`). Groups are disjoint, chosen from the input side; a
+    norm layer right before the activation makes the norm's ``(scale,
+    shift)`` the units' input weights (``docs/algorithms.md``, "Unit
+    discovery"). Where layer-wise balancing is exact is recorded in
+    :attr:`links`.
+
+    Args:
+      fn: ``fn(params, *inputs) -> outputs``.
+      params: the params pytree ``fn`` takes.
+      *example_inputs: arrays (or ``jax.ShapeDtypeStruct``) with the
+        shapes ``fn`` expects; a batch of one is enough.
+
+    Returns:
+      The spec, with :attr:`findings` for the leaves in no group.
+
+    Raises:
+      ValueError: if ``fn`` cannot be traced with these params and inputs
+        (naming the shapes), or it has no homogeneous unit (naming every
+        candidate and why it was rejected).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> params = {"fc1": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
+      ...           "fc2": {"kernel": jnp.ones((4, 2))}}
+      >>> def fn(p, x):
+      ...   h = jax.nn.relu(x @ p["fc1"]["kernel"] + p["fc1"]["bias"])
+      ...   return h @ p["fc2"]["kernel"]
+      >>> UnitSpec.discover(fn, params, jnp.zeros((1, 3)))
+      UnitSpec[(fc1 -> fc2: 4 units)]
+    """
+    from pathprox_jax.discovery.discover import discover_groups
+    groups, links, findings = discover_groups(fn, params, example_inputs)
+    spec = cls.from_groups(params, groups, links=links)
+    return dataclasses.replace(spec, links_checked=True,
+                               findings=tuple(findings))
 
   @classmethod
   def from_pairs(cls, params: Any, pairs: Sequence[tuple[str, str]], *,
@@ -285,7 +360,9 @@ class UnitSpec:
     return f"UnitSpec[{body}]"
 
   def report(self) -> str:
-    """A table of every grouped leaf: group, role, path, shape, view, unit axis."""
+    """Every grouped leaf (group, role, path, shape, view, unit axis), the
+    balancing links, and, for a discovered spec, why other candidates were
+    rejected. ``print(spec.report())``."""
     rows = []
     for k, g in enumerate(self.groups):
       for role, slices in ((INPUT_KERNEL, g.inputs), (INPUT_BIAS, g.biases),
@@ -296,9 +373,21 @@ class UnitSpec:
       rows += [(str(k), OUTPUT_BIAS, p, "", "", "") for p in g.output_biases]
     rows += [("-", UNGROUPED_KERNEL, p, "", "", "")
              for p in self.ungrouped_kernels]
-    header = ("group", "role", "path", "shape", "view", "unit axis")
-    widths = [max(len(h), *(len(r[i]) for r in rows))
-              for i, h in enumerate(header)]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])]
-                     + [fmt(r) for r in rows])
+    text = [_table(("group", "role", "path", "shape", "view", "unit axis"), rows)]
+    how = "checked on the graph" if self.links_checked else "assumed (hand-built spec)"
+    text.append(f"\nlayer-wise balancing between consecutive groups ({how}):")
+    text += [f"  {g} -> {g + 1}: {'exact' if ok else 'not exact: balancing does not pass a scale here'}"
+             for g, ok in enumerate(self.links)] or ["  (one group)"]
+    if self.findings:
+      text.append("\nnot grouped:")
+      text.append(_table(("path", "finding", "reason"),
+                         [(f.path, f.role, f.reason) for f in self.findings]))
+    return "\n".join(text)
+
+
+def _table(header, rows) -> str:
+  widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(header)]
+  fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+  return "\n".join([fmt(header), fmt(["-" * w for w in widths])]
+                   + [fmt(r) for r in rows])

@@ -13,8 +13,10 @@ from pathprox_jax.checkpoint import (Checkpoint, latest_step,
                                      restore_checkpoint, save_checkpoint)
 from pathprox_jax.compact import (OutputChange, compact, compaction_error,
                                   kept_units, rebuild, select_units)
+from pathprox_jax.discovery.verify import verify_units
 from pathprox_jax.guards import SkipNonFiniteState, skip_nonfinite
-from pathprox_jax.models import MLP, VGG19, FactorizedMLP
+from pathprox_jax.models import (MLP, VGG19, FactorizedMLP, ResNet,
+                                 Transformer)
 from pathprox_jax.objectives import (ActiveUnits, active_units,
                                      jacobian_spectral_norms, path_norm_penalty,
                                      path_norms, unit_path_norms,
@@ -44,6 +46,7 @@ __all__ = [
     # units
     "UnitSpec", "UnitGroup", "Slice", "UnitWeights", "UnitMasks", "LABELS",
     "LAYOUTS", "is_kernel", "kernel_mask", "path_str", "scale_units",
+    "verify_units",
     # prox
     "group_norms", "unit_norms", "group_path_norms", "shrink_factors",
     "group_lasso_slices", "prox_group_lasso", "project_unit_sphere",
@@ -67,5 +70,5 @@ __all__ = [
     "SkipNonFiniteState", "save_checkpoint", "restore_checkpoint",
     "latest_step", "Checkpoint",
     # models
-    "MLP", "FactorizedMLP", "VGG19",
+    "MLP", "FactorizedMLP", "VGG19", "ResNet", "Transformer",
 ]

@@ -21,7 +21,8 @@ from pathprox_jax.units import UnitSpec, UnitWeights, scale_units
 Norms = list[tuple[jax.Array, jax.Array]]
 
 
-def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12
+def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12,
+                 links: Sequence[bool] | None = None
                  ) -> tuple[jax.Array, jax.Array]:
   r"""Scales that equalise the groups' path norms (PathProx, Appendix B).
 
@@ -39,9 +40,17 @@ def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12
   so the network output is unchanged. All logarithms are of positive
   numbers: no NaN, no inf.
 
+  ``links[g]`` false cuts the walk between groups ``g`` and ``g + 1`` (a
+  residual add or a branch sits there, where passing a scale would change
+  the function): each maximal linked segment is balanced on its own, to the
+  geometric mean of its own live groups, and ends with ``c_out = 1``. A
+  segment of one group is left as it is.
+
   Args:
     group_path_norms: ``(G,)`` path norms in network order.
     dead_threshold: path norms at or below this count as dead.
+    links: ``G - 1`` static flags (``None``: one chain, all linked), e.g.
+      :attr:`UnitSpec.links`.
 
   Returns:
     ``(c_in, c_out)``, each ``(G,)``.
@@ -56,6 +65,11 @@ def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12
     ``docs/algorithms.md``, "Layer-wise balancing".
   """
   p = jnp.asarray(group_path_norms)
+  if links is not None and not all(links):
+    cuts = [0] + [g + 1 for g, linked in enumerate(links) if not linked] + [len(p)]
+    parts = [layer_scales(p[a:b], dead_threshold) for a, b in zip(cuts, cuts[1:])]
+    return (jnp.concatenate([c for c, _ in parts]),
+            jnp.concatenate([c for _, c in parts]))
   live = p > dead_threshold
   logp = jnp.log(jnp.where(live, p, 1.0))
   n_live = jnp.sum(live)
@@ -67,15 +81,17 @@ def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12
 
 
 def balance_groups(groups: Sequence[UnitWeights], norms: Norms,
-                   dead_threshold: float = 1e-12
+                   dead_threshold: float = 1e-12,
+                   links: Sequence[bool] | None = None
                    ) -> tuple[list[UnitWeights], Norms, tuple[jax.Array, jax.Array]]:
-  """Layer-wise balancing of gathered groups, given their :func:`unit_norms`.
+  """Layer-wise balancing of gathered groups, given their :func:`unit_norms`
+  (``links`` as in :func:`layer_scales`).
 
   Returns the balanced groups, their unit norms (``||w_i||`` unchanged,
   ``||v_i||`` times ``c_out / c_in``: no recomputation) and the scales
   ``(c_in, c_out)`` of :func:`layer_scales`.
   """
-  c_in, c_out = layer_scales(group_path_norms(norms), dead_threshold)
+  c_in, c_out = layer_scales(group_path_norms(norms), dead_threshold, links)
   ratio = [c_out[g] / c_in[g] for g in range(len(groups))]
   new = [scale_units(x, b=c_in[g], v=ratio[g], c=c_out[g])
          for g, x in enumerate(groups)]
@@ -85,9 +101,10 @@ def balance_groups(groups: Sequence[UnitWeights], norms: Norms,
 
 def balance_layers(params: Any, units: UnitSpec,
                    dead_threshold: float = 1e-12) -> Any:
-  """Layer-wise balancing of ``params`` (Appendix B): all live groups end at
-  the same path norm, the network function is unchanged (for a chain of
-  groups, see :class:`~pathprox_jax.UnitSpec`).
+  """Layer-wise balancing of ``params`` (Appendix B): all live groups of each
+  linked segment end at the same path norm; the network function is
+  unchanged where :attr:`UnitSpec.links` are right (checked by
+  :meth:`UnitSpec.discover`, assumed by hand-built specs).
 
   Examples:
     >>> p = {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": 4 * jnp.ones((2, 2))},
@@ -99,7 +116,7 @@ def balance_layers(params: Any, units: UnitSpec,
   """
   groups = units.gather(params)
   new, _, _ = balance_groups(groups, [unit_norms(x) for x in groups],
-                             dead_threshold)
+                             dead_threshold, units.links)
   return units.scatter(params, new)
 
 

@@ -38,6 +38,8 @@ _NON_HOMOGENEOUS = {
 }
 _UNARY_SAME = frozenset({"neg", "abs"})
 _COMPARE = frozenset({"gt", "ge", "lt", "le", "eq", "ne"})
+_ELEMENTWISE = _COMPARE | _UNARY_SAME | frozenset(_NON_HOMOGENEOUS) | frozenset(
+    {"add", "sub", "add_any", "mul", "div", "max", "min", "select_n"})
 
 
 class Reject(Exception):
@@ -73,6 +75,7 @@ class Candidate:
   consumer_outs: list[int] = dataclasses.field(default_factory=list)
   producer_nodes: list[int] = dataclasses.field(default_factory=list)
   rectified: bool = False      # a ReLU-like nonlinearity between the maps
+  scale: bool = False          # starts at a per-channel scale (a norm's)
 
   def paths(self) -> list[str]:
     found = self.inputs + self.biases + self.outputs
@@ -124,9 +127,8 @@ class Context:
     if node.prim == "mul" and len(node.ins) == 2:
       for a, b in (node.ins, node.ins[::-1]):
         va = self.scaled_view(a)
-        if va is not None and va[0] not in self._deps(b) and \
-            _shape(self.graph, a) == _shape(self.graph, atom):
-          return va
+        if va is not None and va[0] not in self._deps(b):
+          return va[0], np.broadcast_to(va[1], self.graph.shapes[atom])
     if node.prim in LAYOUT and node.prim not in ("concatenate", "pad"):
       inner = self.scaled_view(node.ins[0])
       if inner is not None and (node.prim != "dynamic_slice"
@@ -267,8 +269,9 @@ def analyse(ctx: Context, k: int) -> Candidate:
   graph = ctx.graph
   ctx.check_single_use(path, graph.nodes[k])
   cand = Candidate(k, n, [Found(path, labels)], data_inputs=[x_atom],
-                   producer_nodes=[k])
+                   producer_nodes=[k], scale=graph.nodes[k].prim == "mul")
   lab: dict[int, Labels] = {graph.nodes[k].outs[0]: out_lab}
+  invariant: set[int] = set()     # computed from the units, but scale-free
   own = {path}
 
   def labels_of(atom):
@@ -281,18 +284,30 @@ def analyse(ctx: Context, k: int) -> Candidate:
       continue
     for a in node.ins:
       if not isinstance(a, Lit) and labels_of(a) is None and \
-          ctx._deps(a) & own and ctx.scaled_view(a) is None:
+          a not in invariant and ctx._deps(a) & own and \
+          ctx.scaled_view(a) is None:
         raise Reject("the unit's parameters are used a second time (weight "
                      "sharing)", node)
+    if node.prim == "split":
+      for o, piece in zip(node.outs, _split(ins[0], node)):
+        if np.any(piece >= 0):
+          lab[o] = piece
+      continue
     out = _rule(ctx, cand, node, ins, own)
     if out is not None:
       lab[node.outs[0]] = out
+    else:
+      invariant.update(node.outs)
   for o in graph.outputs:
     if labels_of(o) is not None:
       raise Reject("its outputs are outputs of fn: no linear layer in the "
                    "parameters reads them")
   if not cand.outputs:
     raise Reject("no linear map in the parameters reads the units")
+  if cand.scale and not cand.rectified:
+    raise Reject("a per-channel scale (a norm's) read directly by a linear "
+                 "map: that rescales the map's input, there is no activation "
+                 "in between")
   for f in cand.outputs:
     if f.bias is None:
       f.bias = _output_bias(ctx, cand, f)
@@ -303,8 +318,7 @@ def _rule(ctx: Context, cand: Candidate, node: Node, ins: list, own: set):
   """Labels of ``node``'s output, ``None`` if it no longer depends on the
   units' scale (a consumer or a comparison), or raises :class:`Reject`."""
   prim, graph = node.prim, ctx.graph
-  if prim not in LAYOUT and prim not in ("dot_general", "conv_general_dilated") \
-      and not prim.startswith("reduce"):
+  if prim in _ELEMENTWISE:
     # Elementwise ops broadcast size-1 dimensions implicitly.
     out_shape = graph.shapes[node.outs[0]]
     ins = [None if x is None else np.broadcast_to(x, out_shape) for x in ins]
@@ -408,6 +422,12 @@ def _rule(ctx: Context, cand: Candidate, node: Node, ins: list, own: set):
   if prim == "conv_general_dilated":
     return _conv(ctx, cand, node, ins, own)
   raise Reject(f"`{prim}` is not an operation the units can pass through", node)
+
+
+def _split(x: Labels, node: Node) -> list[Labels]:
+  """The pieces of a ``split`` (one per output)."""
+  bounds = np.cumsum(node.params["sizes"])[:-1]
+  return np.split(x, bounds, axis=node.params["axis"])
 
 
 def _same(a: Labels, b: Labels, node: Node) -> Labels:

@@ -162,7 +162,7 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     norms = [unit_norms(x) for x in groups]
     if balance:
       groups, norms, (c_in, c_out) = balance_groups(groups, norms,
-                                                    dead_threshold)
+                                                    dead_threshold, units.links)
       if rescale_moments:
         mu = units.scatter(mu, _scale_moments(units.gather(mu), c_in, c_out, 1))
         nu = units.scatter(nu, _scale_moments(units.gather(nu), c_in, c_out, 2))

@@ -37,15 +37,17 @@ class PathProxState(NamedTuple):
 def pathprox_groups(groups: Sequence[UnitWeights], learning_rate,
                     weight_decay, *, balance: bool = True,
                     include_bias_in_norm: bool = False,
-                    min_norm: float = 1e-12, dead_threshold: float = 1e-12
+                    min_norm: float = 1e-12, dead_threshold: float = 1e-12,
+                    links: Sequence[bool] | None = None
                     ) -> list[UnitWeights]:
-  """Balancing (optional), then :func:`~pathprox_jax.prox_path_norm` on every
-  group at threshold ``weight_decay * learning_rate``; unit norms are computed
-  once and shared by both."""
+  """Balancing (optional, along ``links``), then
+  :func:`~pathprox_jax.prox_path_norm` on every group at threshold
+  ``weight_decay * learning_rate``; unit norms are computed once and shared
+  by both."""
   groups = list(groups)
   norms = [unit_norms(x) for x in groups]
   if balance:
-    groups, norms, _ = balance_groups(groups, norms, dead_threshold)
+    groups, norms, _ = balance_groups(groups, norms, dead_threshold, links)
   return [prox_path_norm(x, weight_decay, learning_rate,
                          include_bias_in_norm=include_bias_in_norm,
                          min_norm=min_norm, norms=n)
@@ -124,7 +126,7 @@ def path_prox_update(learning_rate: ScalarOrSchedule, weight_decay: float,
     updates = prox_update(units, updates, params, lambda z: pathprox_groups(
         z, lr, weight_decay, balance=balance,
         include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
-        dead_threshold=dead_threshold))
+        dead_threshold=dead_threshold, links=units.links))
     return updates, PathProxState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -186,7 +188,7 @@ def path_prox_params(params: Any, learning_rate: ScalarOrSchedule,
   return units.scatter(params, pathprox_groups(
       units.gather(params), learning_rate, weight_decay, balance=balance,
       include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
-      dead_threshold=dead_threshold))
+      dead_threshold=dead_threshold, links=units.links))
 
 
 def layerwise_balance(units: UnitSpec, *, dead_threshold: float = 1e-12
@@ -213,7 +215,7 @@ def layerwise_balance(units: UnitSpec, *, dead_threshold: float = 1e-12
   """
   check_number("dead_threshold", dead_threshold)
   return map_units(units, lambda z: balance_groups(
-      z, [unit_norms(x) for x in z], dead_threshold)[0],
+      z, [unit_norms(x) for x in z], dead_threshold, units.links)[0],
                    name="layerwise_balance")
 
 

@@ -182,8 +182,30 @@ class UnitSpec:
                                findings=tuple(findings))
 
   @classmethod
+  def discover_module(cls, model: Any, *example_inputs: Any) -> "UnitSpec":
+    """:meth:`discover` for a Flax NNX module: the params are
+    ``nnx.state(model, nnx.Param)`` and ``fn`` calls the model on a copy of
+    its other state (batch statistics, RNG state), so nothing is mutated.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import pathprox_jax as ppx
+      >>> model = ppx.MLP(3, 8, in_features=4, num_classes=2, rngs=nnx.Rngs(0))
+      >>> UnitSpec.discover_module(model, jnp.zeros((1, 4))) == model.unit_spec()
+      True
+    """
+    from flax import nnx
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def fn(p, *xs):
+      return nnx.merge(graphdef, p, rest, copy=True)(*xs)
+    return cls.discover(fn, params, *example_inputs)
+
+  @classmethod
   def from_pairs(cls, params: Any, pairs: Sequence[tuple[str, str]], *,
-                 layout: str = "auto") -> "UnitSpec":
+                 layout: str = "auto",
+                 links: Sequence[bool] | None = None) -> "UnitSpec":
     """One group per ``(input layer, output layer)`` pair.
 
     Unit ``i`` is output channel ``i`` of the input layer (its kernel slice
@@ -197,6 +219,7 @@ class UnitSpec:
       layout: ``"flax"`` (``kernel`` ``(..., in, out)``, ``bias``),
         ``"haiku"`` (``w``, ``b``), ``"equinox"`` (``weight`` ``(out, in,
         ...)``, ``bias``) or ``"auto"`` (by the kernel leaf's name).
+      links: as in :meth:`from_groups` (``None``: a chain).
 
     Returns:
       The spec.
@@ -232,7 +255,8 @@ class UnitSpec:
                          .strip("/") for p in pair))
     lay = detect_layout([l for pair in names for l in pair], index, layout)
     return cls.from_groups(params, [pair_group(leaves, index, a, b, lay, k)
-                                    for k, (a, b) in enumerate(names)])
+                                    for k, (a, b) in enumerate(names)],
+                           links=links)
 
   # ---------------------------------------------------------------- queries
   @property

@@ -106,8 +106,23 @@ def _foldable(group: UnitGroup, s: Slice, fold_conv_constants: bool) -> bool:
           and (not s.conv or fold_conv_constants))
 
 
+def _check_complete(units: UnitSpec) -> None:
+  """Refuses groups whose units are a norm's channels but whose upstream
+  channels are not listed: cutting only the norm would break the shapes."""
+  for k, g in enumerate(units.groups):
+    if not g.passengers and all(len(s.shape) == 1 for s in g.inputs):
+      raise ValueError(
+          f"Group {k} ({g.describe()}): its input weights are per-channel "
+          f"scales {[s.path for s in g.inputs]} (a norm's), so the layer "
+          "in front of the norm and the norm's statistics carry the same "
+          "channels; compact would leave them at full width. List them as the "
+          "group's passengers (UnitGroup(..., passengers=[...]); e.g. "
+          "ResNet.compaction_spec()).")
+
+
 def _plan(params, units, threshold, activation, fold_conv_constants, min_width):
   """Kept unit indices and the (host) constant parts, per group."""
+  _check_complete(units)
   norms, parts = jax.device_get(_unit_stats(params, units, activation))
   kept = []
   for k, (g, pn, gparts) in enumerate(zip(units.groups, norms, parts)):
@@ -408,8 +423,9 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
 
   Args:
     model: the original (or an abstract full-size) model.
-    params: params with the same paths as ``nnx.state(model, nnx.Param)``:
-      an ``nnx.State`` or a nested dict (e.g. restored by orbax, keys may be
+    params: params with the same paths as ``nnx.state(model, nnx.Param)``
+      (or the full ``nnx.state(model)``, batch statistics included): an
+      ``nnx.State`` or a nested dict (e.g. restored by orbax, keys may be
       strings).
 
   Returns:
@@ -417,8 +433,9 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
 
   Raises:
     ValueError: if the paths differ from the model's, or a resized parameter
-      belongs to a module other than ``nnx.Linear`` / ``nnx.Conv`` (or to a
-      grouped or masked Conv), whose size attributes this cannot update.
+      belongs to a module other than ``nnx.Linear``, ``nnx.Conv`` (ungrouped,
+      unmasked), ``nnx.BatchNorm`` or ``nnx.LayerNorm``, whose size
+      attributes this cannot update.
 
   Examples:
     >>> from flax import nnx
@@ -432,9 +449,14 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
   """
   if not isinstance(model, nnx.Module):
     raise TypeError(f"rebuild needs an nnx.Module; got {type(model)}.")
+  new_leaves, _, new_index = leaf_index(params)
   old_state = nnx.state(model, nnx.Param)
   old_leaves, treedef, old_index = leaf_index(old_state)
-  new_leaves, _, new_index = leaf_index(params)
+  if set(new_index) != set(old_index):     # the full state (batch statistics)?
+    full = nnx.state(model)
+    if set(leaf_index(full)[2]) == set(new_index):
+      old_state = full
+      old_leaves, treedef, old_index = leaf_index(old_state)
   if set(old_index) != set(new_index):
     missing = sorted(set(old_index) - set(new_index))
     extra = sorted(set(new_index) - set(old_index))
@@ -459,6 +481,8 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
       m.in_features, m.out_features, m.kernel_shape = shape[-2], shape[-1], shape
     elif isinstance(m, nnx.Linear):
       m.in_features, m.out_features = tuple(m.kernel.shape)
+    elif isinstance(m, (nnx.BatchNorm, nnx.LayerNorm)):
+      m.num_features = int(np.shape(values[old_index[path]])[-1])
     else:
       raise ValueError(
           f"'{path}' changed shape {tuple(np.shape(old_leaves[old_index[path]]))}"

@@ -103,3 +103,17 @@ class ResNet(nnx.Module):
     groups = self.unit_groups()
     return UnitSpec.from_groups(nnx.state(self, nnx.Param), groups,
                                 links=(False,) * (len(groups) - 1))
+
+  def compaction_spec(self) -> UnitSpec:
+    """The units over the full ``nnx.state(model)``, with the leaves that carry
+    the same channels as passengers (``conv1``'s output channels, ``bn1``'s
+    running mean and variance), for :func:`~pathprox_jax.compact`::
+
+        small_state, _ = ppx.compact(nnx.state(model), model.compaction_spec())
+        small = ppx.rebuild(model, small_state)
+    """
+    groups = [UnitGroup(g.inputs, g.outputs, g.biases, passengers=(
+        Slice(f"blocks/{i}/conv1/kernel", 3), Slice(f"blocks/{i}/bn1/mean", 0),
+        Slice(f"blocks/{i}/bn1/var", 0))) for i, g in enumerate(self.unit_groups())]
+    return UnitSpec.from_groups(nnx.state(self), groups,
+                                links=(False,) * (len(groups) - 1))

@@ -141,9 +141,14 @@ class UnitGroup:
     outputs: the slices whose entry ``i`` is part of ``v_i`` (group
       soft-thresholded by PathProx).
     biases: the input biases; entry ``i`` scales with ``w_i``.
+    passengers: leaves whose entry ``i`` exists only for unit ``i`` but is
+      neither an input nor an output weight, e.g. the output channels of the
+      convolution in front of a BatchNorm whose ``scale`` is the input slice,
+      and that norm's running statistics. No operator touches them;
+      :func:`~pathprox_jax.compact` cuts them with the units.
 
   Entries may be :class:`Slice` objects, ``(path, axis)`` pairs, or, for
-  biases, plain paths (unit axis 0).
+  biases and passengers, plain paths (unit axis 0).
 
   Examples:
     >>> g = UnitGroup(inputs=[("fc1/kernel", -1)], biases=["fc1/bias"],
@@ -155,9 +160,11 @@ class UnitGroup:
   inputs: tuple[Slice, ...]
   outputs: tuple[Slice, ...]
   biases: tuple[Slice, ...] = ()
+  passengers: tuple[Slice, ...] = ()
 
   def __post_init__(self):
-    for name, default in (("inputs", None), ("outputs", None), ("biases", 0)):
+    for name, default in (("inputs", None), ("outputs", None), ("biases", 0),
+                          ("passengers", 0)):
       items = getattr(self, name)
       if isinstance(items, (str, Slice)):
         items = (items,)
@@ -175,7 +182,7 @@ class UnitGroup:
     return tuple(s.bias for s in self.outputs if s.bias is not None)
 
   def slices(self) -> tuple[Slice, ...]:
-    return self.inputs + self.biases + self.outputs
+    return self.inputs + self.biases + self.outputs + self.passengers
 
   def paths(self) -> tuple[str, ...]:
     """Every leaf the group touches (kernels, biases, output biases)."""
@@ -184,7 +191,8 @@ class UnitGroup:
   def resized(self, num_units: int) -> "UnitGroup":
     """The group with every slice cut to ``num_units`` units."""
     return UnitGroup(*(tuple(s.resized(num_units) for s in part)
-                       for part in (self.inputs, self.outputs, self.biases)))
+                       for part in (self.inputs, self.outputs, self.biases,
+                                    self.passengers)))
 
   def describe(self) -> str:
     def layers(slices):
@@ -252,7 +260,8 @@ def resolve_group(group: UnitGroup, leaves, index, k: int) -> UnitGroup:
                  for s in slices)
            for what, slices in (("input", group.inputs),
                                 ("output", group.outputs),
-                                ("input bias", group.biases))]
+                                ("input bias", group.biases),
+                                ("passenger", group.passengers))]
   resolved = UnitGroup(*parts)
   counts = {f"'{s.path}' (view {s.view}, axis {s.axis})": s.num_units
             for s in resolved.slices()}

@@ -298,6 +298,40 @@ def count_time(fn):
   return out, time.perf_counter() - t
 
 
+# ------------------------------------------------------------------ latency
+def latency(fns: dict[str, Callable[[], Any]], rounds: int, block: int,
+            warmup: int = 3) -> dict[str, dict]:
+  """Interleaved timing of zero-argument jitted calls (see module doc)."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  times = {k: [] for k in fns}
+  per_round = {k: [] for k in fns}
+  names = list(fns)
+  for r in range(rounds):
+    for k in names[r % len(names):] + names[:r % len(names)]:
+      block_times = []
+      for _ in range(block):
+        t = time.perf_counter()
+        jax.block_until_ready(fns[k]())
+        block_times.append(time.perf_counter() - t)
+      times[k] += block_times
+      per_round[k].append(float(np.median(block_times)))
+  out = {}
+  for k in names:
+    t = np.asarray(times[k]) * 1e3
+    out[k] = {"median_ms": float(np.median(t)),
+              "iqr_ms": [float(np.percentile(t, 25)), float(np.percentile(t, 75))],
+              "calls": len(t)}
+  base = names[0]
+  for k in names[1:]:
+    ratios = np.asarray(per_round[base]) / np.asarray(per_round[k])
+    out[k]["speedup_vs_" + base] = {
+        "median": float(np.median(ratios)),
+        "iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
+  return out
+
+
 # ------------------------------------------------------------------------ IO
 def results_dir(name: str, out: str | None) -> str:
   path = out or os.path.join(REPO_ROOT, "results", name)

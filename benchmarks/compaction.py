@@ -97,40 +97,6 @@ def xla_flops(apply: Callable, params: Any, x: jax.Array) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-# ---------------------------------------------------------------- latency
-def latency(fns: dict[str, Callable[[], Any]], rounds: int, block: int,
-            warmup: int = 3) -> dict[str, dict]:
-  """Interleaved timing of zero-argument jitted calls (see module doc)."""
-  for fn in fns.values():
-    for _ in range(warmup):
-      jax.block_until_ready(fn())
-  times = {k: [] for k in fns}
-  per_round = {k: [] for k in fns}
-  names = list(fns)
-  for r in range(rounds):
-    for k in names[r % len(names):] + names[:r % len(names)]:
-      block_times = []
-      for _ in range(block):
-        t = time.perf_counter()
-        jax.block_until_ready(fns[k]())
-        block_times.append(time.perf_counter() - t)
-      times[k] += block_times
-      per_round[k].append(float(np.median(block_times)))
-  out = {}
-  for k in names:
-    t = np.asarray(times[k]) * 1e3
-    out[k] = {"median_ms": float(np.median(t)),
-              "iqr_ms": [float(np.percentile(t, 25)), float(np.percentile(t, 75))],
-              "calls": len(t)}
-  base = names[0]
-  for k in names[1:]:
-    ratios = np.asarray(per_round[base]) / np.asarray(per_round[k])
-    out[k]["speedup_vs_" + base] = {
-        "median": float(np.median(ratios)),
-        "iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
-  return out
-
-
 # ---------------------------------------------------------------- one net
 def measure(model, small, x_eval, y_eval, example_shape, args, desc):
   """Size, FLOPs, latency and accuracy of ``model`` vs its compact ``small``."""
@@ -157,7 +123,7 @@ def measure(model, small, x_eval, y_eval, example_shape, args, desc):
                      else (args.rounds, args.block_b256))
     fns = {name: (lambda x=x, f=f, a=a: a(f.params, x))
            for name, (_, f, a) in nets.items()}
-    lat = latency(fns, rounds, block)
+    lat = common.latency(fns, rounds, block)
     for name in fns:
       res[name][f"latency_batch{batch}"] = lat[name]
     res[f"speedup_batch{batch}"] = lat["compact"]["speedup_vs_dense"]

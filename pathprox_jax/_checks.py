@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pathprox_jax.units import UnitSpec
@@ -40,11 +41,16 @@ def check_number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
     return
   if is_traced(value):
     return
-  if jnp.ndim(value) != 0:
-    raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}.")
-  if isinstance(value, bool) or not jnp.issubdtype(jnp.result_type(value),
-                                                   jnp.number):
-    raise ValueError(f"{name} must be a number; got {value!r}.")
+  try:
+    arr = np.asarray(value)
+  except Exception:  # noqa: BLE001 - any unconvertible object
+    arr = np.asarray(None)
+  if isinstance(value, bool) or arr.dtype == object or not (
+      jnp.issubdtype(arr.dtype, jnp.floating)
+      or jnp.issubdtype(arr.dtype, jnp.integer)):
+    raise ValueError(f"{name} must be a real number; got {value!r}.")
+  if arr.ndim != 0:
+    raise ValueError(f"{name} must be a scalar; got shape {arr.shape}.")
   v = float(value)
   bad = (math.isnan(v) or v < lo or v > hi or (lo_open and v == lo)
          or (hi_open and v == hi))

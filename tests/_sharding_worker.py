@@ -122,7 +122,8 @@ def optimizers(spec):
       "pathprox_momentum": (ppx.pathprox(0.2, 0.5, spec, momentum=0.9),
                             ("units", "other")),
       "sgd_path_prox_nobalance": (
-          optax.chain(optax.sgd(0.5), ppx.path_prox(0.3, 0.5, spec)),
+          optax.chain(optax.sgd(0.5),
+                      ppx.path_prox_update(0.5, 0.3, spec, balance=False)),
           ("2d",)),
   }
 

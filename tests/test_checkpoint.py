@@ -1,4 +1,4 @@
-"""Checkpoint/resume: an interrupted and resumed run is bitwise the uninterrupted one."""
+"""pathprox_jax.checkpoint: an interrupted and resumed run is bitwise the uninterrupted one."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from flax import nnx
 
 import pathprox_jax as ppx
-from pathprox_jax import checkpoint
-from pathprox_jax.guards import skip_nonfinite
+from tests.tree_utils import assert_bitwise as _assert_bitwise
 
 pytest.importorskip("orbax.checkpoint")
 
@@ -43,7 +42,7 @@ def _optimizers(spec):
                                                          learning_rate=0.5,
                                                          weight_decay=WD,
                                                          units=spec),
-      "guarded_schedule": skip_nonfinite(ppx.pathprox(sched, WD, spec)),
+      "guarded_schedule": ppx.skip_nonfinite(ppx.pathprox(sched, WD, spec)),
   }
 
 
@@ -58,15 +57,6 @@ def _step_fn(graphdef, tx):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
   return step
-
-
-def _assert_bitwise(a, b):
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  assert len(la) == len(lb) > 0
-  for u, v in zip(la, lb):
-    assert u.dtype == v.dtype and u.shape == v.shape
-    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
 def _tweak(name, opt_state, t):
@@ -98,12 +88,12 @@ def test_resume_is_bitwise_identical(tmp_path, name):
   for t in range(RESUME_AT):
     opt_state = _tweak(name, opt_state, t)
     params, opt_state = step(params, opt_state, x[t], y[t])
-  checkpoint.save_checkpoint(tmp_path, RESUME_AT, params, opt_state)
+  ppx.save_checkpoint(tmp_path, RESUME_AT, params, opt_state)
   del params, opt_state
 
   # ... and resumed in a "new process": templates from a different init.
   _, other = nnx.split(_model(123), nnx.Param)
-  ckpt = checkpoint.restore_checkpoint(tmp_path, other, tx.init(other))
+  ckpt = ppx.restore_checkpoint(tmp_path, other, tx.init(other))
   assert ckpt.step == RESUME_AT
   params, opt_state = ckpt.params, ckpt.opt_state
   assert type(opt_state) is type(straight[1])  # NamedTuples restored
@@ -124,8 +114,8 @@ def test_abstract_templates_and_extra(tmp_path):
   state = tx.init(params)
   key = jax.random.key(7)
   extra = {"key": jax.random.key_data(key), "position": jnp.asarray(41)}
-  checkpoint.save_checkpoint(tmp_path, 5, params, state, extra=extra)
-  ckpt = checkpoint.restore_checkpoint(
+  ppx.save_checkpoint(tmp_path, 5, params, state, extra=extra)
+  ckpt = ppx.restore_checkpoint(
       tmp_path, jax.eval_shape(lambda: params), jax.eval_shape(tx.init, params),
       extra_template=jax.eval_shape(lambda: extra))
   _assert_bitwise((ckpt.params, ckpt.opt_state, ckpt.extra),
@@ -138,67 +128,67 @@ def test_abstract_templates_and_extra(tmp_path):
 def test_latest_step_max_to_keep_and_overwrite(tmp_path):
   params = {"w": jnp.ones(3)}
   state = optax.sgd(0.1).init(params)
-  assert checkpoint.latest_step(tmp_path / "missing") is None
+  assert ppx.latest_step(tmp_path / "missing") is None
   for s in (1, 2, 3):
-    checkpoint.save_checkpoint(tmp_path, s, {"w": params["w"] * s}, state,
+    ppx.save_checkpoint(tmp_path, s, {"w": params["w"] * s}, state,
                                max_to_keep=2)
-  assert checkpoint.latest_step(tmp_path) == 3
+  assert ppx.latest_step(tmp_path) == 3
   with pytest.raises(FileNotFoundError, match=r"step 1 .*saved steps are \[2, 3\]"):
-    checkpoint.restore_checkpoint(tmp_path, params, state, step=1)
-  assert float(checkpoint.restore_checkpoint(tmp_path, params, state,
+    ppx.restore_checkpoint(tmp_path, params, state, step=1)
+  assert float(ppx.restore_checkpoint(tmp_path, params, state,
                                              step=2).params["w"][0]) == 2.0
   with pytest.raises(FileExistsError, match="step 3 already exists"):
-    checkpoint.save_checkpoint(tmp_path, 3, params, state)
-  checkpoint.save_checkpoint(tmp_path, 3, {"w": params["w"] * 9}, state,
+    ppx.save_checkpoint(tmp_path, 3, params, state)
+  ppx.save_checkpoint(tmp_path, 3, {"w": params["w"] * 9}, state,
                              overwrite=True)
-  assert float(checkpoint.restore_checkpoint(tmp_path, params,
+  assert float(ppx.restore_checkpoint(tmp_path, params,
                                              state).params["w"][0]) == 9.0
 
 
 @pytest.mark.parametrize("step", [-1, 1.5, True])
 def test_bad_step_is_rejected(tmp_path, step):
   with pytest.raises(ValueError, match="non-negative integer"):
-    checkpoint.save_checkpoint(tmp_path, step, {"w": jnp.ones(2)}, ())
+    ppx.save_checkpoint(tmp_path, step, {"w": jnp.ones(2)}, ())
 
 
 def test_missing_checkpoints_are_reported(tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoint directory"):
-    checkpoint.restore_checkpoint(tmp_path / "nope", {}, ())
+    ppx.restore_checkpoint(tmp_path / "nope", {}, ())
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-    checkpoint.restore_checkpoint(tmp_path / "empty", {}, ())
+    ppx.restore_checkpoint(tmp_path / "empty", {}, ())
 
 
 def test_template_mismatch_names_the_path(tmp_path):
   params = {"a": {"kernel": jnp.ones((2, 3))}, "b": {"kernel": jnp.ones((3, 2))}}
   state = optax.sgd(0.1, momentum=0.9).init(params)
-  checkpoint.save_checkpoint(tmp_path, 0, params, state)
+  ppx.save_checkpoint(tmp_path, 0, params, state)
 
   wrong_shape = {"a": {"kernel": jnp.ones((2, 4))}, "b": params["b"]}
   with pytest.raises(ValueError, match=r"'params/a/kernel'.*shape \(2, 3\).*"
                      r"shape \(2, 4\)"):
-    checkpoint.restore_checkpoint(tmp_path, wrong_shape, state)
+    ppx.restore_checkpoint(tmp_path, wrong_shape, state)
 
   wrong_dtype = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params)
   with pytest.raises(ValueError, match=r"'params/a/kernel'.*float32.*bfloat16"):
-    checkpoint.restore_checkpoint(tmp_path, wrong_dtype, state)
+    ppx.restore_checkpoint(tmp_path, wrong_dtype, state)
 
   with pytest.raises(ValueError, match=r"'params'.*stored but not in the "
                      r"template: \['b/kernel'\]"):
-    checkpoint.restore_checkpoint(tmp_path, {"a": params["a"]}, state)
+    ppx.restore_checkpoint(tmp_path, {"a": params["a"]}, state)
 
   adam_state = optax.adam(0.1).init(params)
   with pytest.raises(ValueError, match="'opt_state'"):
-    checkpoint.restore_checkpoint(tmp_path, params, adam_state)
+    ppx.restore_checkpoint(tmp_path, params, adam_state)
 
   with pytest.raises(ValueError, match="no 'extra' item"):
-    checkpoint.restore_checkpoint(tmp_path, params, state,
+    ppx.restore_checkpoint(tmp_path, params, state,
                                   extra_template={"k": jnp.zeros(2)})
 
 
 def test_missing_orbax_gives_install_hint(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
   with pytest.raises(ImportError, match=r"pathprox-jax\[checkpoint\]"):
-    checkpoint.save_checkpoint(tmp_path, 0, {"w": jnp.ones(2)}, ())
+    ppx.save_checkpoint(tmp_path, 0, {"w": jnp.ones(2)}, ())
   with pytest.raises(ImportError, match=r"pathprox-jax\[checkpoint\]"):
-    checkpoint.restore_checkpoint(tmp_path, {"w": jnp.ones(2)}, ())
+    ppx.restore_checkpoint(tmp_path, {"w": jnp.ones(2)}, ())

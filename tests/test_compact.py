@@ -1,4 +1,7 @@
-"""Compaction: exact removal of dead units, bias folding, shapes, specs, models."""
+"""pathprox_jax.compact: exact removal of dead units, bias folding, shapes, specs, models.
+
+(Compaction of the general unit topologies, views and several slices, is
+covered in ``test_unit_topologies.py``.)"""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +10,9 @@ import optax
 import pytest
 from flax import nnx
 
-from pathprox_jax import FactorizedMLP, MLP, UnitSpec, VGG19, pathprox
-from pathprox_jax.compact import (compact, compaction_error, kept_units,
-                                  rebuild, select_units)
+from pathprox_jax import (MLP, VGG19, FactorizedMLP, UnitSpec, compact,
+                          compaction_error, kept_units, pathprox, rebuild,
+                          select_units)
 
 HI = jax.lax.Precision.HIGHEST
 DENSE = {"l0": (6, 8), "l1": (8, 7), "l2": (7, 9), "l3": (9, 5), "head": (5, 3)}

@@ -1,4 +1,4 @@
-"""Flax models: architecture, unit pairing, initialisation."""
+"""pathprox_jax.models: MLP, FactorizedMLP, VGG19: architecture, unit pairing, initialisation."""
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,12 @@ def numpy_params(model):
 def test_mlp_structure_and_pairs():
   m = MLP(depth=5, width=7, in_features=4, num_classes=3, rngs=nnx.Rngs(0))
   spec = m.unit_spec()
-  assert [g.input_path for g in spec.groups] == [("layers", "0"), ("layers", "2")]
+  assert m.unit_pairs() == [("layers/0", "layers/1"), ("layers/2", "layers/3")]
+  assert [g.inputs[0].path for g in spec.groups] == ["layers/0/kernel",
+                                                     "layers/2/kernel"]
+  assert [g.outputs[0].bias for g in spec.groups] == ["layers/1/bias",
+                                                      "layers/3/bias"]
+  assert spec.ungrouped_kernels == ("layers/4/kernel",)
   assert spec.num_units == (7, 7)
   x = np.random.default_rng(0).normal(size=(6, 4))
   exp = reference.forward(numpy_params(m), [f"layers/{i}" for i in range(5)], x,

@@ -1,10 +1,11 @@
-"""Objectives and diagnostics against NumPy."""
+"""pathprox_jax.objectives: penalties, path norms, active units, Jacobian norms against NumPy."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pathprox_jax import (UnitSpec, active_units, jacobian_spectral_norms,
+from pathprox_jax import (UnitGroup, UnitSpec, active_units,
+                          jacobian_spectral_norms,
                           path_norm_penalty, path_norms, unit_path_norms,
                           weight_decay_penalty)
 
@@ -67,3 +68,34 @@ def test_path_norm_penalty_gradient_is_finite_at_dead_units():
     assert np.all(np.isfinite(leaf))
   # Unit 1 has v = 0: its input column gets no gradient (not NaN).
   np.testing.assert_array_equal(g["a"]["kernel"][:, 1], 0.0)
+
+
+def test_weight_decay_penalty_counts_kernels_of_every_layout_only():
+  r = np.random.default_rng(2)
+  tree = {"flax": {"kernel": r.normal(size=(3, 4)), "bias": r.normal(size=4)},
+          "mlp/~/linear_0": {"w": r.normal(size=(4, 2)), "b": r.normal(size=2)},
+          "layers": [{"weight": r.normal(size=(2, 4))},
+                     {"weight": r.normal(size=4), "bias": r.normal(size=4)}]}
+  exp = 0.5 * sum(np.sum(a ** 2) for a in (tree["flax"]["kernel"],
+                                            tree["mlp/~/linear_0"]["w"],
+                                            tree["layers"][0]["weight"]))
+  got = weight_decay_penalty(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32),
+                                          tree))
+  np.testing.assert_allclose(got, exp, rtol=1e-6)
+
+
+def test_path_norms_of_a_group_with_two_output_slices():
+  r = np.random.default_rng(3)
+  p = {"a": {"kernel": r.normal(size=(3, 4))},
+       "h1": {"kernel": r.normal(size=(4, 2))},
+       "h2": {"kernel": r.normal(size=(5, 4))}}
+  spec = UnitSpec.from_groups(p, [UnitGroup(
+      inputs=[("a/kernel", 1)], outputs=[("h1/kernel", 0), ("h2/kernel", 1)])])
+  nv = np.sqrt(np.sum(p["h1"]["kernel"] ** 2, axis=1)
+               + np.sum(p["h2"]["kernel"] ** 2, axis=0))
+  units = np.linalg.norm(p["a"]["kernel"], axis=0) * nv
+  jp = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)
+  np.testing.assert_allclose(unit_path_norms(jp, spec)[0], units, rtol=1e-5)
+  np.testing.assert_allclose(
+      jax.jit(path_norm_penalty, static_argnums=1)(jp, spec), units.sum(),
+      rtol=1e-5)

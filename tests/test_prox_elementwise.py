@@ -1,4 +1,4 @@
-"""Tests for pathprox_jax.prox.elementwise (l1, l0, l1/2, l2/3 and binary proxes).
+"""pathprox_jax.prox.elementwise: the l1, l0, l1/2, l2/3 and binary proxes.
 
 Reference values come from brute-force minimisation of the scalar objective
 0.5 (y - x)^2 + mu r(y) on a fine float64 numpy grid (plus exact candidate
@@ -14,19 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pathprox_jax.prox import elementwise as E
+import pathprox_jax as ppx
 
 Q_FNS = {
-    0.0: E.prox_l0,
-    0.5: E.prox_l_half,
-    2.0 / 3.0: E.prox_l_two_thirds,
-    1.0: E.prox_l1,
+    0.0: ppx.prox_l0,
+    0.5: ppx.prox_l_half,
+    2.0 / 3.0: ppx.prox_l_two_thirds,
+    1.0: ppx.prox_l1,
 }
 Q_IDS = ["l0", "l_half", "l_two_thirds", "l1"]
 BINARY_QS = [1.0, 0.5, 0.0, 2.0 / 3.0]
 MUS = [0.01, 0.3, 1.0, 2.5]
 
-_jit_binary = jax.jit(E.prox_binary, static_argnames="q")
+_jit_binary = jax.jit(ppx.prox_binary, static_argnames="q")
 
 
 def _jit(fn):
@@ -83,7 +83,7 @@ def _threshold(q, mu):
   if q == 0.5:
     return 1.5 * mu ** (2 / 3)
   lt = 2 * mu
-  return (2 / 3) * (3 * lt**3) ** 0.25  # ALGORITHMS.md section 4 form
+  return (2 / 3) * (3 * lt**3) ** 0.25  # the form of the module docstring
 
 
 def _cases(q, taus_at):
@@ -132,7 +132,8 @@ def test_lq_prox_matches_brute_force_float64(q):
 
 
 def _notes_formula(q, z, mu):
-  """ALGORITHMS.md section 4, transcribed literally (numpy float64, moderate inputs)."""
+  """The closed forms as the ProxGen paper states them, transcribed literally
+  (numpy float64, moderate inputs)."""
   z = np.asarray(z, np.float64)
   if q == 0.5:
     tau = 1.5 * mu ** (2 / 3)
@@ -149,7 +150,7 @@ def _notes_formula(q, z, mu):
 
 @pytest.mark.parametrize("q", [0.5, 2.0 / 3.0], ids=["l_half", "l_two_thirds"])
 def test_notes_closed_forms_are_correct(q):
-  # The formulas of ALGORITHMS.md section 4, evaluated literally, agree with
+  # The published closed forms, evaluated literally, agree with
   # brute force and with the (rescaled, log-space) implementation.
   xs, mus = _cases(q, lambda q, mu: [float(_threshold(q, mu))])
   y_notes = _notes_formula(q, xs, mus)
@@ -182,8 +183,8 @@ def test_lq_prox_matches_brute_force_float32(q):
 @pytest.mark.parametrize("q", [0.0, 0.5, 2.0 / 3.0], ids=["l0", "l_half", "l_two_thirds"])
 @pytest.mark.parametrize("mu", [1e-4, 0.02, 1.0, 7.0, 300.0])
 def test_threshold_and_jump(q, mu):
-  tau = E.scalar_threshold(q, mu)
-  jump = E.scalar_jump(q, mu)
+  tau = ppx.scalar_threshold(q, mu)
+  jump = ppx.scalar_jump(q, mu)
   closed = {
       0.0: (np.sqrt(2 * mu), np.sqrt(2 * mu)),
       0.5: (1.5 * mu ** (2 / 3), mu ** (2 / 3)),
@@ -207,7 +208,7 @@ def test_threshold_and_jump(q, mu):
 def test_l1_threshold_is_continuous():
   mu = 0.7
   with jax.enable_x64(True):
-    y = np.asarray(_jit(E.prox_l1)(jnp.array([mu * (1 - 1e-9), mu * (1 + 1e-9), -mu - 0.5]), mu))
+    y = np.asarray(_jit(ppx.prox_l1)(jnp.array([mu * (1 - 1e-9), mu * (1 + 1e-9), -mu - 0.5]), mu))
   assert y[0] == 0
   assert 0 < y[1] < 1e-8
   np.testing.assert_allclose(y[2], -0.5, rtol=1e-12)
@@ -218,14 +219,14 @@ def test_general_threshold_formula_is_a_tie(q):
   # At |x| = tau_q the non-zero stationary point y_q has the same objective as
   # y = 0, and y_q is a stationary point: y - tau + mu q y^(q-1) = 0.
   mu = 0.37
-  tau = float(E.scalar_threshold(q, mu))
-  yq = float(E.scalar_jump(q, mu))
+  tau = float(ppx.scalar_threshold(q, mu))
+  yq = float(ppx.scalar_jump(q, mu))
   np.testing.assert_allclose(0.5 * (yq - tau) ** 2 + mu * yq**q, 0.5 * tau**2, rtol=1e-5)
   np.testing.assert_allclose(yq - tau + mu * q * yq ** (q - 1), 0.0, atol=1e-5)
   # Limits: q -> 0 gives the l0 threshold; q = 1 gives soft thresholding.
-  np.testing.assert_allclose(float(E.scalar_threshold(0.0, mu)), np.sqrt(2 * mu), rtol=1e-6)
-  np.testing.assert_allclose(float(E.scalar_threshold(1.0, mu)), mu, rtol=1e-6)
-  assert float(E.scalar_jump(1.0, mu)) == 0.0
+  np.testing.assert_allclose(float(ppx.scalar_threshold(0.0, mu)), np.sqrt(2 * mu), rtol=1e-6)
+  np.testing.assert_allclose(float(ppx.scalar_threshold(1.0, mu)), mu, rtol=1e-6)
+  assert float(ppx.scalar_jump(1.0, mu)) == 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -233,14 +234,14 @@ def test_general_threshold_formula_is_a_tie(q):
 # ----------------------------------------------------------------------------
 
 ALL_FNS = [
-    pytest.param(E.prox_l1, id="l1"),
-    pytest.param(E.prox_l0, id="l0"),
-    pytest.param(E.prox_l_half, id="l_half"),
-    pytest.param(E.prox_l_two_thirds, id="l_two_thirds"),
-    pytest.param(functools.partial(E.prox_binary, q=1.0), id="binary_q1"),
-    pytest.param(functools.partial(E.prox_binary, q=0.5), id="binary_q0.5"),
-    pytest.param(functools.partial(E.prox_binary, q=0.0), id="binary_q0"),
-    pytest.param(functools.partial(E.prox_binary, q=2.0 / 3.0), id="binary_q2/3"),
+    pytest.param(ppx.prox_l1, id="l1"),
+    pytest.param(ppx.prox_l0, id="l0"),
+    pytest.param(ppx.prox_l_half, id="l_half"),
+    pytest.param(ppx.prox_l_two_thirds, id="l_two_thirds"),
+    pytest.param(functools.partial(ppx.prox_binary, q=1.0), id="binary_q1"),
+    pytest.param(functools.partial(ppx.prox_binary, q=0.5), id="binary_q0.5"),
+    pytest.param(functools.partial(ppx.prox_binary, q=0.0), id="binary_q0"),
+    pytest.param(functools.partial(ppx.prox_binary, q=2.0 / 3.0), id="binary_q2/3"),
 ]
 
 
@@ -273,7 +274,7 @@ def test_metric_prox_is_coordinatewise(prox):
 
 def test_metric_shape_mismatch_raises():
   with pytest.raises(ValueError):
-    E.prox_l1(jnp.ones((3,)), 1.0, jnp.ones((2, 3)))
+    ppx.prox_l1(jnp.ones((3,)), 1.0, jnp.ones((2, 3)))
 
 
 # ----------------------------------------------------------------------------
@@ -330,27 +331,27 @@ def test_prox_binary_sign_of_zero_and_snap():
 @pytest.mark.parametrize("q", BINARY_QS, ids=["q1", "q0.5", "q0", "q2/3"])
 def test_prox_quant_original_is_scalar_metric_binary(q):
   x = jnp.linspace(-2.5, 2.5, 41)
-  orig = jax.jit(E.prox_quant_original, static_argnames="q")
+  orig = jax.jit(ppx.prox_quant_original, static_argnames="q")
   np.testing.assert_array_equal(
       np.asarray(orig(x, 0.4, 0.5, q=q)), np.asarray(_jit_binary(x, 0.4, 0.5, q=q))
   )
   with pytest.raises(ValueError, match="scalar"):
-    E.prox_quant_original(x, 0.4, jnp.ones_like(x))
+    ppx.prox_quant_original(x, 0.4, jnp.ones_like(x))
 
 
 def test_q_validation():
   x = jnp.ones(3)
   for bad in (0.3, 2.0, -1.0, "half", True, None):
     with pytest.raises(ValueError):
-      E.prox_binary(x, 0.1, q=bad)
+      ppx.prox_binary(x, 0.1, q=bad)
   with pytest.raises(ValueError, match="static"):
-    jax.jit(lambda x, q: E.prox_binary(x, 0.1, q=q))(x, 0.5)
-  for good, fn in [(0, E.prox_l0), (1, E.prox_l1), (0.5, E.prox_l_half), (2 / 3, E.prox_l_two_thirds)]:
-    assert E.get_lq_prox(good) is fn
+    jax.jit(lambda x, q: ppx.prox_binary(x, 0.1, q=q))(x, 0.5)
+  for good, fn in [(0, ppx.prox_l0), (1, ppx.prox_l1), (0.5, ppx.prox_l_half), (2 / 3, ppx.prox_l_two_thirds)]:
+    assert ppx.get_lq_prox(good) is fn
   with pytest.raises(ValueError):
-    E.get_lq_prox(0.25)
+    ppx.get_lq_prox(0.25)
   with pytest.raises(ValueError):
-    E.scalar_threshold(1.5, 1.0)
+    ppx.scalar_threshold(1.5, 1.0)
 
 
 # ----------------------------------------------------------------------------
@@ -404,10 +405,10 @@ def test_huge_mu(q):
   expected_tail = np.asarray(x[5:]) * (1 - (mu / 3e38 if q == 1.0 else 0.0))
   np.testing.assert_allclose(y[5:], expected_tail, rtol=1e-5)
   if q < 1:  # just above the threshold: the documented jump, even at this scale
-    tau = float(E.scalar_threshold(q, mu))
+    tau = float(ppx.scalar_threshold(q, mu))
     y = np.asarray(_jit(Q_FNS[q])(jnp.array([tau * 0.999, tau * 1.001], jnp.float32), jnp.float32(mu)))
     assert y[0] == 0
-    np.testing.assert_allclose(y[1], float(E.scalar_jump(q, mu)), rtol=0.05)
+    np.testing.assert_allclose(y[1], float(ppx.scalar_jump(q, mu)), rtol=0.05)
 
 
 @pytest.mark.parametrize("prox", ALL_FNS)
@@ -424,6 +425,6 @@ def test_low_precision_matches_float32(prox):
 
 
 def test_integer_input_gives_float():
-  y = _jit(E.prox_l1)(jnp.array([-3, 0, 2]), 1.0)
+  y = _jit(ppx.prox_l1)(jnp.array([-3, 0, 2]), 1.0)
   assert jnp.issubdtype(y.dtype, jnp.floating)
   np.testing.assert_array_equal(np.asarray(y), [-2.0, 0.0, 1.0])

@@ -1,8 +1,11 @@
-"""Tests for pathprox_jax.prox.group.prox_group_lasso (Euclidean and diagonal metric).
+"""pathprox_jax.prox.group: group norms, unit norms, shrink factors and the group lasso prox.
 
-References are independent of the implementation under test: scipy's generic
-minimiser on the prox objective, a float64 bracketing root finder (brentq) on
-the optimality condition, and the closed-form group soft threshold.
+``prox_group_lasso`` (one array) and ``group_lasso_slices`` (a group spread
+over several arrays), in the Euclidean metric (closed-form group soft
+threshold) and in a diagonal metric. References are independent of the
+implementation under test (``tests/reference.py``): scipy's generic
+minimiser on the prox objective, a float64 bracketing root finder (brentq)
+on the optimality condition, and the closed form written with loops.
 """
 
 from __future__ import annotations
@@ -13,49 +16,151 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize
 
-from pathprox_jax.prox.group import prox_group_lasso
+import pathprox_jax as ppx
+from tests import reference
 
-prox_jit = jax.jit(prox_group_lasso, static_argnames=("axis", "newton_steps"))
-
-
-def objective(y, x, reg, s):
-  """sum (y - x)^2 / (2 s) + reg ||y|| for one group (float64)."""
-  return np.sum((y - x) ** 2 / (2 * s)) + reg * np.linalg.norm(y)
-
-
-def generic_min(x, reg, s):
-  """scipy.optimize on the prox objective of one group (float64)."""
-  x, s = np.asarray(x, np.float64), np.asarray(s, np.float64)
-  fun = lambda y: objective(y, x, reg, s)
-  def grad(y):
-    n = np.linalg.norm(y)
-    return (y - x) / s + (reg * y / n if n > 0 else 0.0)
-  best = optimize.minimize(fun, x, jac=grad, method="L-BFGS-B",
-                           options=dict(ftol=1e-15, gtol=1e-13, maxiter=10000))
-  y = best.x
-  # the only non-smooth point is 0: compare with it explicitly
-  return np.zeros_like(x) if fun(np.zeros_like(x)) <= fun(y) else y
-
-
-def root_ref(x, reg, s):
-  """Float64 solution via the optimality condition (brentq on ||y||)."""
-  x, s = np.asarray(x, np.float64), np.asarray(s, np.float64)
-  d = 1.0 / s
-  ndx = np.linalg.norm(d * x)
-  if ndx <= reg:
-    return np.zeros_like(x)
-  f = lambda r: np.sum((d * x / (d * r + reg)) ** 2) - 1.0
-  lo, hi = (ndx - reg) / d.max(), (ndx - reg) / d.min()
-  r = optimize.brentq(f, lo * (1 - 1e-12), hi * (1 + 1e-12), xtol=1e-300,
-                      rtol=1e-15, maxiter=1000)
-  return x * d * r / (d * r + reg)
+prox_jit = jax.jit(ppx.prox_group_lasso, static_argnames=("axis", "newton_steps"))
+objective = reference.group_prox_objective
+generic_min = reference.group_prox_generic
+root_ref = reference.group_prox_root
 
 
 def rows(fn, x, reg, s):
   """Applies a one-group reference to every row (groups on axis 0)."""
   return np.stack([fn(x[k], reg, s[k]) for k in range(x.shape[0])])
+
+
+def rng_arrays(seed, *shapes):
+  r = np.random.default_rng(seed)
+  return [r.normal(size=s).astype(np.float32) for s in shapes]
+
+
+# ---------------------------------------------------------------------------
+# Norms and shrink factors
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, axis", [((5, 7), 0), ((5, 7), 1),
+                                         ((3, 3, 4, 6), 2), ((3, 3, 4, 6), -1)])
+def test_group_norms(shape, axis):
+  (x,) = rng_arrays(0, shape)
+  got = jax.jit(ppx.group_norms, static_argnums=1)(x, axis)
+  exp = reference.unit_norms([x], [axis % x.ndim])
+  np.testing.assert_allclose(got, exp, rtol=1e-6)
+
+
+def test_group_norms_low_precision_accumulates_in_float32():
+  x = jnp.full((4096, 2), 0.01, jnp.bfloat16)
+  n = ppx.group_norms(x, 1)
+  assert n.dtype == jnp.float32
+  np.testing.assert_allclose(n, np.sqrt(4096) * float(jnp.bfloat16(0.01)),
+                             rtol=1e-6)
+
+
+def test_group_norms_gradient_is_zero_not_nan_at_a_zero_group():
+  x = jnp.zeros((3, 2)).at[:, 1].set(jnp.array([3.0, 0.0, 4.0]))
+  g = jax.jit(jax.grad(lambda x: jnp.sum(ppx.group_norms(x, 1))))(x)
+  np.testing.assert_array_equal(g[:, 0], 0.0)
+  np.testing.assert_allclose(g[:, 1], [0.6, 0.0, 0.8], rtol=1e-6)
+
+
+def test_unit_norms_sum_over_every_slice_and_skip_biases():
+  w1, w2, b, v1, v2 = rng_arrays(1, (3, 5), (5, 2, 2), (5,), (5, 4), (2, 5, 3))
+  x = ppx.UnitWeights((w1, w2), (b,), (v1, v2), (), (1, 0), (0,), (0, 1))
+  nw, nv = jax.jit(ppx.unit_norms)(x)
+  np.testing.assert_allclose(nw, reference.unit_norms([w1, w2], [1, 0]), rtol=1e-6)
+  np.testing.assert_allclose(nv, reference.unit_norms([v1, v2], [0, 1]), rtol=1e-6)
+  pn = ppx.group_path_norms([(nw, nv), (nv, nv)])
+  np.testing.assert_allclose(pn, [np.sum(np.asarray(nw) * np.asarray(nv)),
+                                  np.sum(np.asarray(nv) ** 2)], rtol=1e-6)
+
+
+def test_shrink_factors():
+  norms = jnp.array([0.0, 0.5, 1.0, 2.0, 4.0])
+  np.testing.assert_allclose(jax.jit(ppx.shrink_factors)(norms, 1.0),
+                             [0.0, 0.0, 0.0, 0.5, 0.75])
+  np.testing.assert_array_equal(ppx.shrink_factors(norms, 0.0),
+                                [0.0, 1.0, 1.0, 1.0, 1.0])
+
+
+# ---------------------------------------------------------------------------
+# Euclidean metric (scalar scaling): the group soft threshold
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5, 2.0, 1e6])
+def test_group_soft_threshold_matches_numpy(tau):
+  (v,) = rng_arrays(3, (8, 4))
+  v[1] = 0.0
+  v[2] *= 1e-3
+  got = jax.jit(lambda v, t: ppx.prox_group_lasso(v, t, 1.0, axis=0))(v, tau)
+  (exp,) = reference.group_soft_threshold([v], [0], tau)
+  np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-7)
+  assert np.all(np.isfinite(got))
+
+
+def test_threshold_is_reg_times_scaling():
+  (v,) = rng_arrays(4, (6, 3))
+  a = prox_jit(v, 0.2, 3.0, axis=0)
+  (exp,) = reference.group_soft_threshold([v], [0], 0.6)
+  np.testing.assert_allclose(a, exp, rtol=1e-5, atol=1e-7)
+
+
+def test_precomputed_norms_are_used():
+  (v,) = rng_arrays(5, (4, 3))
+  fake = jnp.array([100.0, 100.0, 100.0, 100.0])   # every group "large"
+  got = ppx.prox_group_lasso(v, 1.0, 1.0, axis=0, norms=fake)
+  np.testing.assert_allclose(got, v * 0.99, rtol=1e-6)
+
+
+def test_group_lasso_slices_two_arrays_scalar_scaling_closed_form():
+  """Unit i's group is column i of a (3, n) array and block i of a (n, 2, 2) one."""
+  a, b = rng_arrays(6, (3, 6), (6, 2, 2))
+  b[2] = 0.0
+  a[:, 2] = 0.0                       # an all-zero group
+  norms = reference.unit_norms([a, b], [1, 0])
+  reg = 0.5
+  lr = float(np.median(norms)) / reg      # tau = reg * lr kills about half
+  got = jax.jit(lambda a, b: ppx.group_lasso_slices((a, b), (-1, 0), reg, lr))(a, b)
+  exp = reference.group_soft_threshold([a, b], [1, 0], reg * lr)
+  for g, e in zip(got, exp):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+  dead = [i for i in range(6) if np.all(np.asarray(got[0])[:, i] == 0)]
+  assert 2 in dead and 0 < len(dead) < 6
+  # groups die together: a unit is zero in both arrays or in neither
+  for i in range(6):
+    assert np.all(np.asarray(got[0])[:, i] == 0) == np.all(np.asarray(got[1])[i] == 0)
+
+
+@pytest.mark.parametrize("solver", [reference.group_prox_generic,
+                                    reference.group_prox_root],
+                         ids=["scipy_minimize", "brentq"])
+def test_group_lasso_slices_two_arrays_metric(solver):
+  r = np.random.default_rng(7)
+  a, b = r.normal(size=(3, 5)), r.normal(size=(5, 4))
+  sa = 10 ** r.uniform(-1, 1, size=a.shape)
+  sb = 10 ** r.uniform(-1, 1, size=(5, 1))     # broadcast along the outputs
+  crit = np.array([np.linalg.norm(np.concatenate([a[:, i] / sa[:, i],
+                                                  b[i] / sb[i]]))
+                   for i in range(5)])
+  reg = float(np.median(crit))
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  got = jax.jit(lambda a, b, sa, sb: ppx.group_lasso_slices(
+      (a, b), (1, 0), reg, (sa, sb)))(f32(a), f32(b), f32(sa), f32(sb))
+  exp = reference.group_prox_slices([a, b], [1, 0], reg, [sa, sb], solver)
+  for g, e in zip(got, exp):
+    np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=2e-4,
+                               atol=2e-5)
+  zero = np.all(np.asarray(got[0]) == 0, axis=0)
+  np.testing.assert_array_equal(zero, crit <= reg)
+  np.testing.assert_array_equal(zero, np.all(np.asarray(got[1]) == 0, axis=1))
+
+
+def test_group_lasso_slices_array_scaling_must_be_a_tuple():
+  a, b = rng_arrays(8, (3, 5), (5, 4))
+  with pytest.raises(ValueError, match="tuple with one array per input"):
+    ppx.group_lasso_slices((a, b), (1, 0), 0.1, jnp.ones((3, 5)))
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +333,7 @@ def _accuracy_cases(kappa, frac, seed, n_cases=24):
 @functools.partial(jax.jit, static_argnums=3)
 def _batched_rows(x, reg, s, newton_steps):
   """Row k is one group with its own reg."""
-  one = lambda xk, rk, sk: prox_group_lasso(xk[None], rk, sk[None], axis=0,
+  one = lambda xk, rk, sk: ppx.prox_group_lasso(xk[None], rk, sk[None], axis=0,
                                             newton_steps=newton_steps)[0]
   return jax.vmap(one)(x, reg, s)
 

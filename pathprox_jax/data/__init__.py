@@ -9,6 +9,8 @@ from pathprox_jax.data.augment import random_crop_flip
 from pathprox_jax.data.batching import batch_stream, iterate_batches
 from pathprox_jax.data.common import NORMALIZATION, Split, normalize_images
 from pathprox_jax.data.mnist_subset import load_mnist_subset
+from pathprox_jax.data.stdlib_text import (STDLIB_TRAIN, STDLIB_VAL, TextSplit,
+                                           byte_windows, load_stdlib_text)
 from pathprox_jax.data.tfds_source import (
   CIFAR10_CORRUPTIONS,
   MNIST_CORRUPTIONS,
@@ -26,6 +28,11 @@ __all__ = [
   "MNIST_CORRUPTIONS",
   "NORMALIZATION",
   "PAPER_VAL_SIZES",
+  "STDLIB_TRAIN",
+  "STDLIB_VAL",
+  "TextSplit",
+  "byte_windows",
+  "load_stdlib_text",
   "DatasetNotPreparedError",
   "Split",
   "batch_stream",

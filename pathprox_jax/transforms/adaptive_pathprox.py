@@ -15,7 +15,7 @@ import optax
 
 from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
                                   check_number, check_schedule, check_units,
-                                  require_params, scalar_at)
+                                  check_update_args, scalar_at)
 from pathprox_jax.balance import balance_groups
 from pathprox_jax.prox.group import unit_norms
 from pathprox_jax.prox.path import prox_path_norm
@@ -148,7 +148,7 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    require_params(params, name)
+    check_update_args(units, updates, params, name)
     lr = scalar_at(learning_rate, state.count)
     ungrouped = units.mask(UNGROUPED_KERNEL)(params)
     grads = jax.tree.map(lambda g, p, u: g + weight_decay * p if u else g,

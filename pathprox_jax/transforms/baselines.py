@@ -39,7 +39,8 @@ from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
 from pathprox_jax._deprecation import renamed_kwargs
 from pathprox_jax.prox.elementwise import get_lq_prox, prox_binary
 from pathprox_jax.transforms.proxgen import (_MISSING, MaskOrFn, adam_family,
-                                             mask_leaves, resolve_prox_args)
+                                             check_adam_args, mask_leaves,
+                                             resolve_prox_args)
 
 __all__ = ["lq_subgradient", "subgradient_adam", "prox_sgd_two_stage",
            "proxquant"]
@@ -142,6 +143,7 @@ def subgradient_adam(learning_rate: ScalarOrSchedule,
   """
   weight_decay = renamed_kwargs("subgradient_adam", deprecated,
                                 reg=("weight_decay", weight_decay))
+  check_adam_args("subgradient_adam", learning_rate, weight_decay, b1, b2, eps)
   return optax.chain(lq_subgradient(weight_decay, q, mask=mask, guard=guard),
                      optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
 

@@ -231,11 +231,15 @@ def _gradient_parts(learning_rate, weight_decay, units, momentum, nesterov):
 
 def _checked(name: str, units: UnitSpec, tx: optax.GradientTransformation
              ) -> optax.GradientTransformationExtraArgs:
-  """``tx`` with this library's update checks ahead of optax's own."""
+  """``tx`` with this library's init and update checks ahead of optax's own."""
+  def init_fn(params):
+    units.check(params, where=f"params passed to {name}.init")
+    return tx.init(params)
+
   def update_fn(updates, state, params=None, **extra_args):
     check_update_args(units, updates, params, name)
     return tx.update(updates, state, params, **extra_args)
-  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def pathprox_gradient(learning_rate: ScalarOrSchedule, weight_decay: float,

@@ -40,6 +40,7 @@ from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
                                   require_params, scalar_at)
 from pathprox_jax.prox.group import group_lasso_slices
 from pathprox_jax.units import UnitSpec, kernel_mask, path_str
+from pathprox_jax.units.paths import is_params_placeholder
 
 ProxFn = Callable[..., jax.Array]
 MaskOrFn = Any  # bool pytree (or a prefix of one), params -> bool pytree, or None
@@ -78,8 +79,9 @@ class UnitGroupProx:
 
 def _is_scalar(tree: Any) -> bool:
   """A scalar (number or 0-d array), as opposed to a tree of arrays."""
-  return (jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(tree))
-          and jnp.ndim(tree) == 0)
+  if not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(tree)):
+    return False
+  return getattr(tree, "ndim", None) == 0 or isinstance(tree, (int, float))
 
 
 def _accepts_one_arg(fn: Callable) -> bool:
@@ -113,7 +115,7 @@ def resolve_prox_args(name: str, weight_decay: Any, prox: Any, reg: Any):
     old, (weight_decay, prox) = True, (prox, weight_decay)
   if old:
     _deprecation.warn(f"{name}(learning_rate, prox, reg) is now {name}("
-                      "learning_rate, weight_decay, prox)")
+                      "learning_rate, weight_decay, prox)", stacklevel=4)
   if weight_decay is _MISSING or prox is _MISSING:
     raise TypeError(f"{name}(learning_rate, weight_decay, prox) needs both "
                     "weight_decay and prox.")
@@ -156,6 +158,8 @@ def mask_leaves(mask: MaskOrFn, params: Any, name: str) -> list[bool]:
 def check_prox(prox, weight_decay, mask, params, name: str) -> None:
   """Traces the prox abstractly at ``init`` on every leaf it will see, so a
   wrong signature or a shape change fails there, naming the path."""
+  if is_params_placeholder(params):
+    return        # optax.tree_map_params probes init with a placeholder
   reg0 = jnp.zeros([], jnp.float32) if callable(weight_decay) else weight_decay
   if isinstance(prox, UnitGroupProx):
     if mask is not None:

@@ -166,7 +166,9 @@ class UnitGroup:
     for name, default in (("inputs", None), ("outputs", None), ("biases", 0),
                           ("passengers", 0)):
       items = getattr(self, name)
-      if isinstance(items, (str, Slice)):
+      if isinstance(items, (str, Slice)) or (
+          isinstance(items, tuple) and len(items) == 2
+          and isinstance(items[0], str) and isinstance(items[1], int)):
         items = (items,)
       object.__setattr__(self, name, tuple(
           as_slice(x, f"UnitGroup {name}", default) for x in items))

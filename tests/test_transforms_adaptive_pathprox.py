@@ -13,7 +13,7 @@ import pytest
 
 import pathprox_jax as ppx
 from tests import reference
-from tests.tree_utils import finite, run
+from tests.tree_utils import finite, grads_like, run
 
 GROUPS = [("a", "b"), ("c", "d")]
 
@@ -26,13 +26,6 @@ def two_group_params(seed=0):
           "c": {"kernel": f(5, 3), "bias": f(3)},
           "d": {"kernel": f(3, 2), "bias": f(2)},
           "head": {"kernel": f(2, 2), "bias": f(2)}}
-
-
-def grads_like(params, n, seed=1):
-  rng = np.random.default_rng(seed)
-  return [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape),
-                                             jnp.float32), params)
-          for _ in range(n)]
 
 
 def np_adaptive_pathprox(params, grads_seq, lr, lam, eps, balance, rescale,

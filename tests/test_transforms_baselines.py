@@ -15,27 +15,9 @@ import pytest
 
 import pathprox_jax as ppx
 from tests import reference
-from tests.tree_utils import run
+from tests.tree_utils import flat, grads_like, make_params, run
 
 RTOL, ATOL = 2e-5, 1e-6
-
-
-def flat(tree):
-  return reference.flat(jax.tree.map(np.asarray, tree))
-
-
-def make_params(seed=0):
-  rng = np.random.default_rng(seed)
-  f32 = lambda *s: jnp.asarray(rng.normal(size=s) * 0.3, jnp.float32)
-  return {"fc1": {"kernel": f32(4, 5), "bias": f32(5)},
-          "fc2": {"kernel": f32(5, 3), "bias": f32(3)}}
-
-
-def grads_like(params, n, seed=1):
-  rng = np.random.default_rng(seed)
-  return [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape),
-                                             jnp.float32), params)
-          for _ in range(n)]
 
 
 def np_lq_subgradient(x, q, guard):

@@ -1,7 +1,6 @@
 """pathprox_jax.transforms.map_units: any map of the grouped weights as an optax transform."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

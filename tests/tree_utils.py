@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tests import reference
+
 
 def to_jnp(tree, dtype=None):
   return jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
@@ -59,3 +61,21 @@ def assert_bitwise(a, b):
   for u, v in zip(la, lb):
     assert u.dtype == v.dtype and u.shape == v.shape
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def flat(tree):
+  return reference.flat(jax.tree.map(np.asarray, tree))
+
+
+def make_params(seed=0):
+  rng = np.random.default_rng(seed)
+  f32 = lambda *s: jnp.asarray(rng.normal(size=s) * 0.3, jnp.float32)
+  return {"fc1": {"kernel": f32(4, 5), "bias": f32(5)},
+          "fc2": {"kernel": f32(5, 3), "bias": f32(3)}}
+
+
+def grads_like(params, n, seed=1):
+  rng = np.random.default_rng(seed)
+  return [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape),
+                                             jnp.float32), params)
+          for _ in range(n)]

@@ -71,7 +71,7 @@ def verify_units(fn: Callable, params: Any, units: UnitSpec, *inputs: Any,
   bad = {k: v for k, v in changes.items() if not v <= rtol}
   if bad:
     raise ValueError(
-        f"The UnitSpec does not describe fn's homogeneous units: "
+        "The UnitSpec does not describe fn's homogeneous units: "
         + ", ".join(f"{k} changes the outputs by {v:.3g} (relative)"
                     for k, v in bad.items())
         + f" > rtol {rtol}. A group whose rescaling changes the outputs is not "

@@ -60,11 +60,9 @@ class ResNet(nnx.Module):
 
   Examples:
     >>> from flax import nnx
-    >>> m = ResNet(width_multiplier=1 / 16, rngs=nnx.Rngs(0))
-    >>> m(jnp.zeros((2, 32, 32, 3))).shape
-    (2, 10)
-    >>> m.unit_spec().num_units
-    (4, 4, 8, 8, 16, 16, 32, 32)
+    >>> resnet = ResNet(width_multiplier=1 / 16, in_channels=1, rngs=nnx.Rngs(0))
+    >>> resnet.unit_spec().num_units, resnet(jnp.zeros((1, 28, 28, 1))).shape
+    ((4, 4, 8, 8, 16, 16, 32, 32), (1, 10))
   """
 
   def __init__(self, num_classes: int = 10, width_multiplier: float = 1.0, *,

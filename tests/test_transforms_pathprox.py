@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import pathprox_jax as ppx
 from pathprox_jax import UnitSpec
@@ -314,3 +315,38 @@ def test_include_bias_in_norm_and_min_norm_reach_the_prox():
   w = np.asarray(got["l0"]["kernel"], np.float64)
   b = np.asarray(got["l0"]["bias"], np.float64)
   np.testing.assert_allclose(np.sum(w ** 2, axis=0) + b ** 2, 1.0, rtol=1e-5)
+
+
+def test_balancing_does_not_pump_scale_into_a_group_the_prox_kills():
+  # Task 1 at lambda 0.1: the last group dies; its output weights then get a
+  # small gradient each step. Balancing used to hand that group a large scale
+  # (its input biases grew by ~40x per step) right before the prox zeroed it
+  # again: release 0.1 overflowed to inf at step 18. A group the prox will
+  # zero entirely now counts as dead for that step's balancing.
+  from pathprox_jax.data import load_mnist_subset
+  model = ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(state)
+  spec = ppx.UnitSpec.from_pairs(params, model.unit_pairs())
+
+  def apply(p, x):
+    s = jax.tree.map(lambda a: a, state)
+    nnx.replace_by_pure_dict(s, p)
+    return nnx.merge(graphdef, s)(x)
+  data = load_mnist_subset(100, seed=0)
+  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  tx = ppx.pathprox(0.3, 0.1, spec)
+
+  @jax.jit
+  def step(p, s, xb, yb):
+    g = jax.grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(
+        apply(q, xb), yb).mean())(p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+  rng = np.random.default_rng(0)
+  s = tx.init(params)
+  for _ in range(25):
+    i = rng.permutation(len(x))[:200]
+    params, s = step(params, s, x[i], y[i])
+  largest = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(params))
+  assert np.isfinite(largest) and largest < 10.0, largest

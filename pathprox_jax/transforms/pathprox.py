@@ -47,7 +47,8 @@ def pathprox_groups(groups: Sequence[UnitWeights], learning_rate,
   groups = list(groups)
   norms = [unit_norms(x) for x in groups]
   if balance:
-    groups, norms, _ = balance_groups(groups, norms, dead_threshold, links)
+    groups, norms, _ = balance_groups(groups, norms, dead_threshold, links,
+                                      prox_threshold=weight_decay * learning_rate)
   return [prox_path_norm(x, weight_decay, learning_rate,
                          include_bias_in_norm=include_bias_in_norm,
                          min_norm=min_norm, norms=n)

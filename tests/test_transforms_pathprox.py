@@ -323,16 +323,9 @@ def test_balancing_does_not_pump_scale_into_a_group_the_prox_kills():
   # (its input biases grew by ~40x per step) right before the prox zeroed it
   # again: release 0.1 overflowed to inf at step 18. A group the prox will
   # zero entirely now counts as dead for that step's balancing.
+  from benchmarks.common import functional
   from pathprox_jax.data import load_mnist_subset
-  model = ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(0))
-  graphdef, state = nnx.split(model, nnx.Param)
-  params = nnx.to_pure_dict(state)
-  spec = ppx.UnitSpec.from_pairs(params, model.unit_pairs())
-
-  def apply(p, x):
-    s = jax.tree.map(lambda a: a, state)
-    nnx.replace_by_pure_dict(s, p)
-    return nnx.merge(graphdef, s)(x)
+  apply, params, spec = functional(ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(0)))
   data = load_mnist_subset(100, seed=0)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   tx = ppx.pathprox(0.3, 0.1, spec)

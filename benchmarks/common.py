@@ -339,6 +339,16 @@ def results_dir(name: str, out: str | None) -> str:
   return path
 
 
+def run_dirs(name: str, out: str | None, quick: bool) -> tuple[str, str, str]:
+  """``(results dir, "_quick" or "", dir of the per-run JSON files)`` of a
+  resumable benchmark (both directories created)."""
+  path = results_dir(name, out)
+  tag = "_quick" if quick else ""
+  runs = os.path.join(path, f"runs{tag}")
+  os.makedirs(runs, exist_ok=True)
+  return path, tag, runs
+
+
 def _jsonable(obj):
   if isinstance(obj, dict):
     return {str(k): _jsonable(v) for k, v in obj.items()}

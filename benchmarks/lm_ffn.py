@@ -323,10 +323,7 @@ def table(runs, compaction) -> str:
 # -------------------------------------------------------------------- main
 def main(argv=None):
   args = parse_args(argv)
-  out = common.results_dir("lm_ffn", args.out)
-  tag = "_quick" if args.quick else ""
-  run_dir = os.path.join(out, f"runs{tag}")
-  os.makedirs(run_dir, exist_ok=True)
+  out, tag, run_dir = common.run_dirs("lm_ffn", args.out, args.quick)
   summary_path = os.path.join(out, f"lm_ffn{tag}.json")
   if args.replot:
     runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(run_dir, "*.json")))]

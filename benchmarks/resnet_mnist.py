@@ -119,10 +119,7 @@ def compact_and_check(model, x_test, y_test, args):
 
 def main(argv=None):
   args = parse_args(argv)
-  out = common.results_dir("resnet_mnist", args.out)
-  tag = "_quick" if args.quick else ""
-  run_dir = os.path.join(out, f"runs{tag}")
-  os.makedirs(run_dir, exist_ok=True)
+  out, tag, run_dir = common.run_dirs("resnet_mnist", args.out, args.quick)
   split = load_mnist_subset(args.train_per_class, seed=0)
   x = jnp.asarray(split.x_train.reshape(-1, 28, 28, 1))
   y = jnp.asarray(split.y_train)

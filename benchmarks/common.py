@@ -152,6 +152,13 @@ def make_method(method: str, lr, lam: float, spec: ppx.UnitSpec | None,
     return optax.chain(weight_decay_sgd(lr, lam), project_inputs(spec)), zero
   if method == "pathnorm_sgd":
     return optax.sgd(lr), lambda p: lam * ppx.path_norm_penalty(p, spec)
+  if method == "adam_l2":      # Adam on L + lam/2 ||K||^2 (coupled decay)
+    return optax.chain(optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
+                       optax.adam(lr)), zero
+  if method == "adamw":        # decoupled decay, as a user writes it
+    return optax.adamw(lr, weight_decay=lam, mask=ppx.kernel_mask), zero
+  if method == "proxgen_unit":  # ProxGen-Adam, group lasso on every unit's v
+    return ppx.proxgen_adam(lr, lam, ppx.group_prox_from_units(spec)), zero
   if method == "lasso":
     return optax.sgd(lr), lambda p: lam * l1_penalty(p)
   if method == "group_lasso":
@@ -253,8 +260,6 @@ def train(params, tx, run, x_train, y_train, *, iterations: int,
   params there to keep them: their buffers are donated to the next chunk).
   ``mask`` is passed to ``run`` (see :func:`make_chunk_runner`).
   """
-  from tqdm.auto import tqdm
-
   opt_state = tx.init(params)
   sampler = BatchSampler(len(x_train), batch_size, seed)
   key = jax.random.key(seed)
@@ -270,8 +275,7 @@ def train(params, tx, run, x_train, y_train, *, iterations: int,
     return m
 
   m = log(0, params)
-  bar = tqdm(total=iterations, desc=desc, disable=not progress, leave=False,
-             dynamic_ncols=True)
+  bar = progress_bar(iterations, desc, disable=not progress)
   step = 0
   while step < iterations:
     k = min(eval_every, iterations - step)
@@ -285,6 +289,36 @@ def train(params, tx, run, x_train, y_train, *, iterations: int,
     bar.set_postfix({kk: f"{m[kk]:.4g}" for kk in shown})
   bar.close()
   return params, history
+
+
+class _LineWriter:
+  """A file for tqdm that turns its carriage-return redraws into lines."""
+
+  def __init__(self, stream, every: float = 30.0):
+    self.stream, self.every, self.last = stream, every, -float("inf")
+
+  def write(self, text):
+    text = text.replace("\r", "").strip()
+    now = time.monotonic()
+    if text and (now - self.last >= self.every or "100%" in text):
+      self.last = now
+      self.stream.write(text + "\n")
+
+  def flush(self):
+    self.stream.flush()
+
+
+def progress_bar(total: int, desc: str, *, disable: bool = False):
+  """A tqdm bar; in a log file (stderr not a terminal) at most one line every
+  30 s (and the last) instead of carriage-return redraws."""
+  import sys
+
+  from tqdm.auto import tqdm
+  if disable or sys.stderr.isatty():
+    return tqdm(total=total, desc=desc, disable=disable, leave=False,
+                dynamic_ncols=True)
+  return tqdm(total=total, desc=desc, file=_LineWriter(sys.stderr),
+              mininterval=1, ncols=110, ascii=True)
 
 
 # ------------------------------------------------------------------ metrics
@@ -368,8 +402,56 @@ def _jsonable(obj):
 
 
 def save_json(path: str, obj: Any) -> None:
-  with open(path, "w") as f:
+  """Writes ``obj`` as JSON atomically (a kill never leaves half a file)."""
+  with open(path + ".tmp", "w") as f:
     json.dump(_jsonable(obj), f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def _from_json(obj):
+  """Inverse of :func:`_jsonable` for non-finite floats ("inf", "nan")."""
+  if isinstance(obj, dict):
+    return {k: _from_json(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [_from_json(v) for v in obj]
+  if obj in ("inf", "-inf", "nan"):
+    return float(obj)
+  return obj
+
+
+def load_json(path: str) -> Any:
+  with open(path) as f:
+    return _from_json(json.load(f))
+
+
+OUTPUT_OPTIONS = ("out", "no_progress", "copy_figures", "replot", "tag",
+                  "resume")
+
+
+def run_config(args, skip: Sequence[str] = ()) -> dict:
+  """What a saved run depends on: ``args`` without output/display options."""
+  return {k: v for k, v in vars(args).items()
+          if k not in OUTPUT_OPTIONS and k not in skip}
+
+
+def cached_run(run_dir: str, name: str, config: dict, resume: bool,
+               compute: Callable[[], Any]) -> Any:
+  """``compute()``, saved to ``run_dir/name.json`` as soon as it returns.
+
+  With ``resume`` a saved result of the same ``config`` is loaded instead.
+  Either way the result comes back through JSON (arrays as lists), so a
+  resumed run and a fresh one are used identically.
+  """
+  path = os.path.join(run_dir, name + ".json")
+  want = _from_json(json.loads(json.dumps(_jsonable(config))))
+  if resume and os.path.exists(path):
+    saved = load_json(path)
+    if saved["config"] == want:
+      print(f"[{name}] finished before, loaded {path}", flush=True)
+      return saved["result"]
+    print(f"[{name}] {path} holds another configuration: running", flush=True)
+  save_json(path, {"config": config, "result": compute()})
+  return load_json(path)["result"]
 
 
 def environment() -> dict:
@@ -415,6 +497,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                  help="disable the tqdm progress bar")
   p.add_argument("--copy-figures", action="store_true",
                  help="also write the PNGs into docs/figures/")
+  p.add_argument("--resume", action="store_true",
+                 help="load the runs a previous run of the same command "
+                      "saved (results/<benchmark>/runs/) and do only the "
+                      "missing ones")
   return p
 
 

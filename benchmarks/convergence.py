@@ -16,7 +16,10 @@ images. The per-example Jacobian spectral norm (local Lipschitz constant) is
 measured on 1000 held-out images at initialisation and at the end.
 
 Run ``python -m benchmarks.convergence`` (defaults: 20k iterations, about
-15 minutes on a 2-core CPU) or ``--quick`` for a seconds-long smoke run.
+5 minutes on a quiet 2-core CPU) or ``--quick`` for a seconds-long smoke run.
+Each finished method is saved to ``results/convergence/runs/`` as soon as it
+ends; ``--resume`` loads those instead of training them again, so a killed
+run loses only the method in progress.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 import pathprox_jax as ppx
@@ -42,6 +46,10 @@ def parse_args(argv=None):
   p.add_argument("--eval-every", type=int, default=200,
                  help="iterations between metric evaluations")
   p.add_argument("--lr", type=float, default=0.3)
+  p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                 help="constant lr (Figure 1 as the text describes it) or "
+                      "cosine decay from --lr to 0 over the run (Appendix D.2 "
+                      "says a decay schedule was used)")
   p.add_argument("--lam", type=float, default=1e-4, help="lambda")
   p.add_argument("--batch-size", type=int, default=200)
   p.add_argument("--depth", type=int, default=3)
@@ -277,22 +285,40 @@ def plot_figure4(results, args, path, copy):
   return paths
 
 
+def train_method(method, args, f, data, init_params, evaluate, x_jac,
+                 jac_start) -> dict:
+  """One method from the shared initialisation: history, seconds, Jacobians."""
+  lr = (args.lr if args.schedule == "constant" else
+        optax.cosine_decay_schedule(args.lr, args.iterations))
+  tx, penalty = common.make_method(method, lr, args.lam, f.spec)
+  run = common.make_chunk_runner(f.apply, tx, penalty)
+  t0 = time.perf_counter()
+  params, history = common.train(
+      common.copy_tree(init_params), tx, run, data.x_train, data.y_train,
+      iterations=args.iterations, batch_size=args.batch_size,
+      eval_every=args.eval_every, evaluate=evaluate, seed=args.seed,
+      desc=method, progress=not args.no_progress)
+  seconds = time.perf_counter() - t0
+  return {"history": history, "seconds": seconds,
+          "jacobian": {"start": jac_start,
+                       "end": jacobian_norms(f.apply, params, x_jac)}}
+
+
 def _config_title(args):
   t = (f"Task 1: FactorizedMLP({args.depth}, {args.width}), MNIST "
        f"{args.train_per_class}/class, batch {args.batch_size}, lr {args.lr} "
-       f"(constant), lambda {args.lam:g}, {args.init} init"
+       f"({args.schedule}), lambda {args.lam:g}, {args.init} init"
        f"{' normalised' if args.normalize_init else ''}, seed {args.seed}")
   return t + (" [QUICK]" if args.quick else "")
 
 
 def replot(args):
   import argparse
-  import json
-  with open(args.replot) as fh:
-    saved = json.load(fh)
+  saved = common.load_json(args.replot)
   cfg = argparse.Namespace(**{**saved["config"], "copy_figures":
                               args.copy_figures})
   cfg.jacobian_track = cfg.__dict__.get("jacobian_track", 0)
+  cfg.schedule = cfg.__dict__.get("schedule", "constant")
   results = saved["results"]
   out = os.path.dirname(args.replot)
   tag = os.path.basename(args.replot)[len("convergence"):-len(".json")]
@@ -314,8 +340,8 @@ def main(argv=None):
   args = parse_args(argv)
   if args.replot:
     return replot(args)
-  out = common.results_dir("convergence", args.out)
-  tag = ("_" + args.tag if args.tag else "") + ("_quick" if args.quick else "")
+  out, quick_tag, run_dir = common.run_dirs("convergence", args.out, args.quick)
+  tag = ("_" + args.tag if args.tag else "") + quick_tag
   t_start = time.perf_counter()
   data = load_mnist_subset(args.train_per_class, seed=args.data_seed)
   model = ppx.FactorizedMLP(args.depth, args.width, init=args.init,
@@ -332,18 +358,12 @@ def main(argv=None):
 
   results = {}
   for method in args.methods:
-    tx, penalty = common.make_method(method, args.lr, args.lam, f.spec)
-    run = common.make_chunk_runner(f.apply, tx, penalty)
-    t0 = time.perf_counter()
-    params, history = common.train(
-        common.copy_tree(init_params), tx, run, data.x_train, data.y_train,
-        iterations=args.iterations, batch_size=args.batch_size,
-        eval_every=args.eval_every, evaluate=evaluate, seed=args.seed,
-        desc=method, progress=not args.no_progress)
-    seconds = time.perf_counter() - t0
-    jac_end = jacobian_norms(f.apply, params, x_jac)
-    results[method] = {"history": history, "seconds": seconds,
-                       "jacobian": {"start": jac_start, "end": jac_end}}
+    results[method] = common.cached_run(
+        run_dir, f"{method}{tag}", common.run_config(args, ("methods",)),
+        args.resume, lambda: train_method(method, args, f, data, init_params,
+                                          evaluate, x_jac, jac_start))
+    r = results[method]
+    history, seconds = r["history"], r["seconds"]
     h = history[-1]
     print(f"{method:>14s}: {seconds:6.1f}s  objective {h['objective']:.4f}  "
           f"raw {h['objective_raw']:.4f}  loss {h['loss']:.2e}  active "

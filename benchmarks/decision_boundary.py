@@ -111,13 +111,12 @@ def main(argv=None):
   evaluate = make_evaluator(f.apply, f.spec, args.lam, x, y, grid)
   p0_fn = jax.jit(lambda p: jax.nn.softmax(f.apply(p, jnp.asarray(grid)))[:, 0])
 
-  runs = {}
-  for method in METHODS:
+  def train_method(method):
     tx, penalty = common.make_method(method, args.lr, args.lam, f.spec)
     run = common.make_chunk_runner(f.apply, tx, penalty)
     snaps = {}
 
-    def on_eval(step, p, m, snaps=snaps):
+    def on_eval(step, p, m):
       if step == args.iterations:
         snaps["short"] = np.asarray(p0_fn(p)).reshape(gx.shape)
     t0 = time.perf_counter()
@@ -128,8 +127,16 @@ def main(argv=None):
         seed=args.seed, desc=method, progress=not args.no_progress,
         on_eval=on_eval)
     snaps["long"] = np.asarray(p0_fn(params)).reshape(gx.shape)
-    runs[method] = {"history": history, "p0": snaps,
-                    "seconds": time.perf_counter() - t0}
+    return {"history": history, "p0": snaps,
+            "seconds": time.perf_counter() - t0}
+
+  run_dir = common.run_dirs("decision_boundary", args.out, args.quick)[2]
+  runs = {}
+  for method in METHODS:
+    r = common.cached_run(run_dir, method + tag, common.run_config(args),
+                          args.resume, lambda: train_method(method))
+    r["p0"] = {k: np.asarray(v) for k, v in r["p0"].items()}
+    runs[method] = r
 
   def at(method, step):
     return next(h for h in runs[method]["history"] if h["step"] == step)

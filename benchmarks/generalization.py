@@ -363,6 +363,9 @@ def main(argv=None):
       args.methods + (["weight_norm"] if args.weight_norm else [])
       + (["pathprox_nobalance"] if args.no_balance else [])))
   tasks = _mnist_tasks(args) + _vgg_tasks(args)
+  run_dir = common.run_dirs("generalization", args.out, args.quick)[2]
+  config = common.run_config(args, ("tasks", "methods", "seeds", "seed",
+                                    "weight_norm", "no_balance"))
   notes, results = [], []
   for task in tasks:
     corrupted_sets, corrupted_name = None, None
@@ -377,7 +380,11 @@ def main(argv=None):
         notes.append(note)
     for method in methods:
       for seed in range(args.seed, args.seed + args.seeds):
-        r = run_one(task, method, seed, args, corrupted_sets)
+        r = common.cached_run(
+            run_dir, f"task{task.number}_{method}_seed{seed}",
+            dict(config, task=task.number, method=method, seed=seed,
+                 corrupted=corrupted_name), args.resume,
+            lambda: run_one(task, method, seed, args, corrupted_sets))
         r["task_name"] = task.name
         r["corrupted_name"] = corrupted_name
         results.append(r)

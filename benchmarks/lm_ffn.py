@@ -75,7 +75,6 @@ def parse_args(argv=None):
                  default=[1e-3, 1e-2, 3e-2])
   p.add_argument("--rounds", type=int, default=8)
   p.add_argument("--block", type=int, default=10)
-  p.add_argument("--resume", action="store_true")
   p.add_argument("--replot", action="store_true",
                  help="only redraw the figures from the saved JSON")
   args = p.parse_args(argv)
@@ -190,9 +189,8 @@ def run_one(setup, method, lam, args, progress):
                     "ffn_active": ffn_fraction(params, setup.spec),
                     "seconds": time.perf_counter() - t0})
   log(0, float("nan"))
-  from tqdm.auto import tqdm
-  bar = tqdm(total=args.steps, desc=f"{method} lam={lam:g}", leave=False,
-             disable=not progress, mininterval=10, ascii=True)
+  bar = common.progress_bar(args.steps, f"{method} lam={lam:g}",
+                            disable=not progress)
   step = 0
   while step < args.steps:
     k = min(args.eval_every, args.steps - step)

@@ -422,12 +422,17 @@ def main(argv=None):
   results = {"config": {k: v for k, v in vars(args).items()},
              "environment": common.environment(), "seconds": {}}
   figures = []
+  run_dir = common.run_dirs("proxgen", args.out, args.quick)[2]
+  config = common.run_config(args, ("parts", "models"))
   if "sparse" in args.parts:
     data = load_mnist_subset(args.train_per_class, seed=0)
     results["sparse"] = {}
     for model_name in args.models:
       t0 = time.perf_counter()
-      res = run_sparse(args, model_name, data, progress)
+      res = common.cached_run(
+          run_dir, f"sparse_{model_name}{tag}",
+          dict(config, part="sparse", model=model_name), args.resume,
+          lambda: run_sparse(args, model_name, data, progress))
       results["sparse"][model_name] = res
       results["seconds"][f"sparse_{model_name}"] = time.perf_counter() - t0
       figures += plot_sparse(res, model_name, args,
@@ -438,7 +443,8 @@ def main(argv=None):
                             "exact0%", "sparsity%", "acc%", "pruned acc%"]))
   if "task1" in args.parts:
     t0 = time.perf_counter()
-    res = run_task1(args, progress)
+    res = common.cached_run(run_dir, f"task1{tag}", dict(config, part="task1"),
+                            args.resume, lambda: run_task1(args, progress))
     results["task1"] = res
     results["seconds"]["task1"] = time.perf_counter() - t0
     figures += plot_task1(res, args, f"{out}/proxgen_task1{tag}.png", copy)

@@ -51,7 +51,6 @@ def parse_args(argv=None):
                  help="weight decay lambdas (both methods)")
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--block", type=int, default=8)
-  p.add_argument("--resume", action="store_true")
   args = p.parse_args(argv)
   if args.quick:
     args.steps, args.train_per_class, args.lambdas = 20, 40, [2e-2]
@@ -82,10 +81,9 @@ def train(model, tx, x, y, args, desc, progress):
 
   opt = tx.init(params)
   sampler = common.BatchSampler(len(x), args.batch, args.seed)
-  from tqdm.auto import tqdm
-  bar = tqdm(range(args.steps), desc=desc, leave=False, disable=not progress,
-             mininterval=10, ascii=True)
-  for _ in bar:
+  bar = common.progress_bar(args.steps, desc, disable=not progress)
+  for _ in range(args.steps):
+    bar.update(1)
     idx = sampler.take(1)[0]
     params, stats, opt, loss = step(params, stats, opt, x[idx], y[idx])
   bar.close()

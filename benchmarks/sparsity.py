@@ -201,6 +201,50 @@ def replot(args):
   return figs
 
 
+def train_and_prune(method, lr, lam, args, data, desc) -> dict:
+  """One (method, lr, lambda): training, then pruning + fine-tuning from each
+  checkpoint; ``{"points": [...], "run": {...}}``."""
+  t0 = time.perf_counter()
+  model, relu_after = model_for(method, args.width, args.seed)
+  f = common.functional(model)
+  tx, penalty = common.make_method(method, lr, lam, f.spec, relu_after)
+  run = common.make_chunk_runner(f.apply, tx, penalty)
+  evaluate = make_evaluator(f.apply, relu_after, data)
+  ckpts, points = {}, []
+
+  def on_eval(step, p, m):
+    if step > 0:
+      ckpts[step] = common.copy_tree(p)
+  _, history = common.train(
+      common.copy_tree(f.params), tx, run, data["x_train"], data["y_train"],
+      iterations=args.iterations, batch_size=args.batch_size,
+      eval_every=args.checkpoint_every, evaluate=evaluate, seed=args.seed,
+      desc=desc, progress=not args.no_progress, on_eval=on_eval)
+  for step, p in sorted(ckpts.items()):
+    mask, kept = unit_mask(p, relu_after)
+    _, ft_hist = common.train(
+        jax.tree.map(lambda a, m: a * m, p, mask), tx, run,
+        data["x_train"], data["y_train"],
+        iterations=args.finetune_iterations, batch_size=args.batch_size,
+        eval_every=args.finetune_eval_every, evaluate=evaluate,
+        seed=args.seed + step, desc=f"  fine-tune @{step}",
+        progress=not args.no_progress, mask=mask)
+    best = max(ft_hist, key=lambda h: h["val_acc"])
+    at_ckpt = next(h for h in history if h["step"] == step)
+    points.append({
+        "method": method, "lr": lr, "lam": lam, "checkpoint": step,
+        "kept_after_pruning": kept, "sparsity": ft_hist[-1]["active"],
+        "sparsity_exact": ft_hist[-1]["active_exact"],
+        "val_acc": best["val_acc"], "test_acc": best["test_acc"],
+        "finetune_best_step": best["step"],
+        "before_finetune": {k: at_ckpt[k] for k in ("val_acc", "test_acc",
+                                                    "active")},
+    })
+  return {"points": points,
+          "run": {"method": method, "lr": lr, "lam": lam, "history": history,
+                  "seconds": time.perf_counter() - t0}}
+
+
 def main(argv=None):
   args = parse_args(argv)
   if args.replot:
@@ -219,46 +263,16 @@ def main(argv=None):
   points, runs = [], []
   configs = [(m, lr, lam) for m in args.methods for lr in args.lrs
              for lam in args.lambdas]
+  run_dir = common.run_dirs("sparsity", args.out, args.quick)[2]
+  config = common.run_config(args, ("methods", "lrs", "lambdas"))
   for i, (method, lr, lam) in enumerate(configs):
-    t0 = time.perf_counter()
-    model, relu_after = model_for(method, args.width, args.seed)
-    f = common.functional(model)
-    tx, penalty = common.make_method(method, lr, lam, f.spec, relu_after)
-    run = common.make_chunk_runner(f.apply, tx, penalty)
-    evaluate = make_evaluator(f.apply, relu_after, data)
-    ckpts = {}
-
-    def on_eval(step, p, m, ckpts=ckpts):
-      if step > 0:
-        ckpts[step] = common.copy_tree(p)
     desc = f"[{i + 1}/{len(configs)}] {method} lr={lr:g} lam={lam:g}"
-    _, history = common.train(
-        common.copy_tree(f.params), tx, run, data["x_train"], data["y_train"],
-        iterations=args.iterations, batch_size=args.batch_size,
-        eval_every=args.checkpoint_every, evaluate=evaluate, seed=args.seed,
-        desc=desc, progress=not args.no_progress, on_eval=on_eval)
-    for step, p in sorted(ckpts.items()):
-      mask, kept = unit_mask(p, relu_after)
-      ft_params, ft_hist = common.train(
-          jax.tree.map(lambda a, m: a * m, p, mask), tx, run,
-          data["x_train"], data["y_train"],
-          iterations=args.finetune_iterations, batch_size=args.batch_size,
-          eval_every=args.finetune_eval_every, evaluate=evaluate,
-          seed=args.seed + step, desc=f"  fine-tune @{step}",
-          progress=not args.no_progress, mask=mask)
-      best = max(ft_hist, key=lambda h: h["val_acc"])
-      at_ckpt = next(h for h in history if h["step"] == step)
-      points.append({
-          "method": method, "lr": lr, "lam": lam, "checkpoint": step,
-          "kept_after_pruning": kept, "sparsity": ft_hist[-1]["active"],
-          "sparsity_exact": ft_hist[-1]["active_exact"],
-          "val_acc": best["val_acc"], "test_acc": best["test_acc"],
-          "finetune_best_step": best["step"],
-          "before_finetune": {k: at_ckpt[k] for k in ("val_acc", "test_acc",
-                                                      "active")},
-      })
-    runs.append({"method": method, "lr": lr, "lam": lam, "history": history,
-                 "seconds": time.perf_counter() - t0})
+    r = common.cached_run(
+        run_dir, f"{method}_lr{lr:g}_lam{lam:g}",
+        dict(config, method=method, lr=lr, lam=lam), args.resume,
+        lambda: train_and_prune(method, lr, lam, args, data, desc))
+    points += r["points"]
+    runs.append(r["run"])
     last = points[-1]
     print(f"{desc}: {runs[-1]['seconds']:.0f}s; at {last['checkpoint']}: "
           f"active {100 * last['sparsity']:.2f}% test acc "

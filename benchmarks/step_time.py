@@ -328,14 +328,12 @@ def interleave(runners: dict[str, Runner], rounds: int, block: int,
   The last axis is (wall clock s, process CPU time s, minor page faults) of
   each call.
   """
-  from tqdm.auto import tqdm
   names = list(runners)
   for n in names:
     for _ in range(warmup):
       runners[n].call()
   times = {n: np.zeros((rounds, block, 3)) for n in names}
-  bar = tqdm(total=rounds * len(names), desc=desc, disable=not progress,
-             leave=False, dynamic_ncols=True)
+  bar = common.progress_bar(rounds * len(names), desc, disable=not progress)
   for r in range(rounds):
     order = names[r % len(names):] + names[:r % len(names)]
     for n in order:

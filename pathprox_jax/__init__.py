@@ -38,15 +38,15 @@ from pathprox_jax.transforms import (PathProxState, ProxGenSGDState,
                                      subgradient_adam)
 from pathprox_jax.units import (LABELS, LAYOUTS, Slice, UnitGroup, UnitMasks,
                                 UnitSpec, UnitWeights, is_kernel, kernel_mask,
-                                path_str, scale_units)
+                                path_str, scale_units, where_units)
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     # units
     "UnitSpec", "UnitGroup", "Slice", "UnitWeights", "UnitMasks", "LABELS",
     "LAYOUTS", "is_kernel", "kernel_mask", "path_str", "scale_units",
-    "verify_units",
+    "where_units", "verify_units",
     # prox
     "group_norms", "unit_norms", "group_path_norms", "shrink_factors",
     "group_lasso_slices", "prox_group_lasso", "project_unit_sphere",

@@ -7,8 +7,10 @@ are checked once, abstractly, at ``init`` (:func:`check_schedule`).
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -129,3 +131,49 @@ def check_update_args(units: UnitSpec, updates: Any, params: Any,
     if shape != p_shapes[path]:
       raise ValueError(f"{name}: the update for '{path}' has shape {shape} but "
                        f"the param has shape {p_shapes[path]}.")
+
+
+# --------------------------------------------------------------------------
+# Compositions that would silently do the wrong thing
+# --------------------------------------------------------------------------
+
+INJECT_HINT = ("optax.inject_hyperparams treats every callable argument as a "
+               "schedule and calls it with the step count; keep the prox (and a "
+               "callable mask) static: optax.inject_hyperparams(ppx.proxgen_adam, "
+               "static_args=('prox', 'mask'))(learning_rate=..., "
+               "weight_decay=..., prox=ppx.prox_l1)")
+
+
+def prox_function(fn: Callable) -> Callable:
+  """Marks a ``prox(x, reg, scaling)`` so that a one-argument call, which is
+  how ``optax.inject_hyperparams`` calls a schedule, says what to pass."""
+  @functools.wraps(fn)
+  def prox(*args, **kwargs):
+    if len(args) == 1 and not kwargs:
+      raise TypeError(f"{fn.__name__}(x, reg, scaling) was called with one "
+                      f"argument. If this is inside an optimizer: {INJECT_HINT}.")
+    return fn(*args, **kwargs)
+  return prox
+
+
+def refuse_schedule_free(name: str) -> None:
+  """Raises if ``init`` runs inside ``optax.contrib.schedule_free``.
+
+  Schedule-free hands its base optimizer the interpolated point ``y`` and
+  adds the returned update to its own sequence ``z``; a proximal step (or a
+  balancing step) computed at ``y`` is then never applied to ``z``, so
+  nothing is projected, pruned or balanced, silently.
+  """
+  frame = sys._getframe(1)
+  while frame is not None:
+    code = frame.f_code
+    if (code.co_name == "init_fn" and code.co_filename.replace("\\", "/")
+        .endswith("optax/contrib/_schedule_free.py")):
+      raise ValueError(
+          f"{name} cannot be the base optimizer of optax.contrib.schedule_free: "
+          "the wrapper calls it at its interpolated point y and adds the "
+          "update to another sequence z, so the proximal step (projection, "
+          "soft-threshold, balancing) would never act on the weights it keeps "
+          "and no unit would ever be pruned. Use a learning-rate schedule "
+          "instead (learning_rate=optax.cosine_decay_schedule(...)).")
+    frame = frame.f_back

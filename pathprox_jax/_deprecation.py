@@ -19,6 +19,14 @@ def renamed_kwargs(fn: str, given: dict[str, Any], **renames) -> Any:
   ``DeprecationWarning``) when it was passed. Unknown names raise
   ``TypeError`` as Python would.
   """
+  given = dict(given)
+  nested = given.pop("deprecated", None)
+  if isinstance(nested, dict):
+    # optax.inject_hyperparams binds the factory's signature and passes the
+    # empty ``**deprecated`` bucket back as a keyword named ``deprecated``.
+    given.update(nested)
+  elif nested is not None:
+    given["deprecated"] = nested
   unknown = set(given) - set(renames)
   if unknown:
     raise TypeError(f"{fn}() got unexpected keyword arguments {sorted(unknown)}.")

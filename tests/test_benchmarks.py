@@ -17,7 +17,7 @@ from flax import nnx
 
 import pathprox_jax as ppx
 from benchmarks import common, convergence, decision_boundary, generalization
-from benchmarks import sparsity
+from benchmarks import race, reproducibility, revival_trace, sparsity
 
 
 def _load(path):
@@ -107,6 +107,15 @@ def test_convergence_quick(tmp_path):
   assert "vs_wd_balanced" in s
   figs = convergence.main(["--replot", str(tmp_path / "convergence_quick.json")])
   assert len(figs) == 3
+  # Each method was saved as it finished; --resume loads it bit for bit.
+  saved = tmp_path / "runs_quick" / "pathprox_quick.json"
+  assert saved.exists()
+  again = convergence.main(["--quick", "--no-progress", "--out", str(tmp_path),
+                            "--iterations", "20", "--eval-every", "10",
+                            "--jacobian-samples", "8", "--jacobian-track", "4",
+                            "--methods", "pathprox", "weight_decay",
+                            "--resume"])
+  assert again["at"] == s["at"]
 
 
 def test_decision_boundary_quick(tmp_path):
@@ -156,3 +165,71 @@ def test_generalization_vgg19_synthetic_smoke(tmp_path):
   (row,) = out["table"]
   assert row["task"] == 3 and _finite(row["test_acc"][0])
   assert 0 <= row["active"][0] <= 1
+
+
+def test_race_quick_tunes_races_resumes_and_replots(tmp_path, capsys):
+  argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--workers", "1",
+          "--methods", "sgd_wd", "pathprox", "adaptive", "--seeds", "2",
+          "--iterations", "16", "--eval-every", "4"]
+  summary = race.main(argv)["task1"]
+  runs = tmp_path / "runs_quick" / "task1"
+  # 3 grid points per method on the tuning seed, then 2 seeds at the winner.
+  for m in ("sgd_wd", "pathprox", "adaptive"):
+    files = sorted(os.listdir(runs / m))
+    assert sum(f.startswith("tune_") for f in files) == 3
+    assert sum(f.startswith("race_") for f in files) == 2
+    row = summary["methods"][m]
+    scores = {float(k): v for k, v in row["tuning"].items()}
+    assert row["lr"] == min(scores, key=scores.get)
+    hist = _load(runs / m / f"race_lr{row['lr']:g}_seed0.json")["history"]
+    assert [h["step"] for h in hist] == [0, 4, 8, 12, 16]
+    secs = [h["seconds"] for h in hist]
+    assert secs[0] == 0 and all(b >= a for a, b in zip(secs, secs[1:]))
+  # the targets are SGD + weight decay's own mean objectives
+  base = summary["methods"]["sgd_wd"]["at"]
+  for c, target in summary["targets"].items():
+    assert target == pytest.approx(base[c]["objective"][0])
+  assert (tmp_path / "race_task1_quick.png").exists()
+  assert "iterations to SGD+WD@" in (tmp_path / "race_quick.md").read_text()
+  # Without --resume a second run refuses to overwrite; with it, nothing reruns.
+  with pytest.raises(SystemExit, match="--resume"):
+    race.main(argv)
+  capsys.readouterr()
+  race.main(argv + ["--resume"])
+  assert "0 to run" in capsys.readouterr().out
+  os.remove(tmp_path / "race_task1_quick.png")
+  race.main(argv + ["--replot"])
+  assert (tmp_path / "race_task1_quick.png").exists()
+
+
+def test_race_reach_and_checkpoints():
+  hist = [{"step": s, "objective": o, "seconds": 0.5 * s}
+          for s, o in [(0, 2.0), (10, 1.0), (20, float("nan")), (30, 0.4)]]
+  assert race.reach(hist, 1.0) == (10, 5.0)
+  assert race.reach(hist, 0.5) == (30, 15.0)
+  assert race.reach(hist, 0.1) == (None, None)
+  assert race.at(hist, 30, "objective") == 0.4 and race.at(hist, 25, "objective") is None
+  assert race.mean_std([1.0, 3.0, None, float("inf")]) == (2.0, 1.0)
+
+
+def test_reproducibility_quick(tmp_path):
+  result = reproducibility.main(["--quick", "--out", str(tmp_path),
+                                 "--iterations", "6", "--repeats", "2"])
+  assert set(result) == {"default", "one_thread", "default_vs_one_thread"}
+  assert all(isinstance(r["bitwise_equal"], bool) for r in result.values())
+  assert (tmp_path / "reproducibility_quick.json").exists()
+
+
+def test_progress_lines_in_a_log_file(capsys):
+  bar = common.progress_bar(100, "run")            # stderr is not a terminal
+  for _ in range(100):
+    bar.update(1)
+  bar.close()
+  err = capsys.readouterr().err
+  assert "\r" not in err and err.count("\n") <= 3 and "100/100" in err
+
+
+def test_revival_trace_quick():
+  rows = revival_trace.main(["--quick"])
+  assert [r[0] for r in rows] == [8, 12, 16]
+  assert all(len(r[1].split()) == 3 for r in rows)       # three groups

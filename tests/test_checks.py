@@ -459,3 +459,72 @@ def test_q_errors():
     ppx.subgradient_adam(0.1, 0.1, q=1.5)
   with pytest.raises(ValueError):
     ppx.proxquant(0.1, 0.1, q=0.3)
+
+
+# --------------------------------------------- compositions that fail silently
+@pytest.mark.parametrize("make", [
+    lambda: ppx.pathprox(0.1, 1e-3, SPEC),
+    lambda: ppx.path_prox_update(0.1, 1e-3, SPEC),
+    lambda: ppx.adaptive_pathprox(1e-3, 1e-3, SPEC),
+    lambda: ppx.proxgen_adam(1e-3, 1e-3, ppx.prox_l1),
+    lambda: ppx.proxgen_sgd(0.1, 1e-3, ppx.group_prox_from_units(SPEC)),
+    lambda: ppx.layerwise_balance(SPEC),
+], ids=["pathprox", "path_prox_update", "adaptive", "proxgen_adam",
+        "proxgen_sgd", "balance"])
+def test_schedule_free_around_a_proximal_step_is_refused_at_init(make):
+  tx = optax.contrib.schedule_free(make(), learning_rate=0.1)
+  with pytest.raises(ValueError, match="schedule_free.*never act"):
+    tx.init(_params())
+
+
+def test_schedule_free_around_the_gradient_step_alone_still_works():
+  tx = optax.contrib.schedule_free(ppx.pathprox_gradient(0.1, 1e-3, SPEC), 0.1)
+  params = _params()
+  updates, _ = jax.jit(tx.update)(_grads(params), tx.init(params), params)
+  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+def test_inject_hyperparams_without_static_args_says_what_to_pass():
+  tx = optax.inject_hyperparams(ppx.proxgen_adam)(
+      learning_rate=1e-3, weight_decay=1e-4, prox=ppx.prox_l1)
+  with pytest.raises(TypeError, match=r"static_args=\('prox', 'mask'\)"):
+    tx.init(_params())
+
+
+@pytest.mark.parametrize("factory", [ppx.proxgen_adam, ppx.proxgen_sgd])
+def test_inject_hyperparams_with_static_prox_matches_the_plain_transform(factory):
+  params = _params()
+  plain = factory(1e-2, 1e-1, ppx.prox_l_half)
+  injected = optax.inject_hyperparams(factory, static_args=("prox",))(
+      learning_rate=1e-2, weight_decay=1e-1, prox=ppx.prox_l_half)
+  a, _ = jax.jit(plain.update)(_grads(params), plain.init(params), params)
+  b, _ = jax.jit(injected.update)(_grads(params), injected.init(params), params)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)  # traced hparams
+
+
+def test_inject_hyperparams_with_the_unit_prox_needs_no_static_args():
+  params = _params()                 # UnitGroupProx is not callable: static
+  tx = optax.inject_hyperparams(ppx.proxgen_adam)(
+      learning_rate=1e-2, weight_decay=1e-1,
+      prox=ppx.group_prox_from_units(SPEC))
+  state = tx.init(params)
+  state.hyperparams["weight_decay"] = jnp.asarray(1e3)    # scheduled by hand
+  u, _ = jax.jit(tx.update)(_grads(params), state, params)
+  assert bool(jnp.any(optax.apply_updates(params, u)["l1"]["kernel"] == 0))
+
+
+@pytest.mark.parametrize("factory,kwargs", [
+    (ppx.subgradient_adam, {"learning_rate": 1e-2, "weight_decay": 1e-2}),
+    (ppx.proxquant, {"learning_rate": 1e-2, "weight_decay": 1e-2}),
+], ids=["subgradient_adam", "proxquant"])
+def test_inject_hyperparams_around_factories_with_renamed_arguments(factory,
+                                                                     kwargs):
+  # inject_hyperparams passes the empty **deprecated bucket back as a keyword.
+  params = _params()
+  plain = factory(**kwargs)
+  injected = optax.inject_hyperparams(factory, static_args=("q",))(**kwargs)
+  a, _ = jax.jit(plain.update)(_grads(params), plain.init(params), params)
+  b, _ = jax.jit(injected.update)(_grads(params), injected.init(params), params)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)

@@ -114,3 +114,21 @@ def test_guard_ignores_integer_leaves_and_forwards_extra_args():
   updates, state = tx.update(grads, tx.init(params), params, unused_extra=1)
   np.testing.assert_allclose(updates["w"], -0.1)
   assert bool(state.last_finite)
+
+
+def test_nan_schedule_under_jit_is_skipped_and_blocks_the_count():
+  # A schedule that returns NaN at step count 2 (a 0/0 in user code).
+  params, spec, loss_fn, x, _, y = _problem()
+  sched = lambda c: jnp.where(c == 2, jnp.nan, 0.1)
+  raw, _ = _run(ppx.pathprox(sched, 1e-3, spec), params, loss_fn, x, y,
+                [0, 1, 2])
+  assert not finite(raw)                       # unguarded: NaN weights
+  tx = ppx.skip_nonfinite(ppx.pathprox(sched, 1e-3, spec))
+  out, state = _run(tx, params, loss_fn, x, y, [0, 1, 2, 0, 1])
+  assert finite(out) and finite(state)
+  # Steps 1-2 applied; every later step sees count 2 again and is skipped.
+  two, two_state = _run(tx, params, loss_fn, x, y, [0, 1])
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(two)):
+    np.testing.assert_array_equal(a, b)
+  assert int(state.notfinite_count) == 3 and int(state.total_notfinite) == 3
+  assert int(two_state.notfinite_count) == 0

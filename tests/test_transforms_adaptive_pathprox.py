@@ -153,3 +153,91 @@ def test_zero_grads_and_zero_learning_rate():
   for k in ("b", "d"):
     np.testing.assert_array_equal(np.asarray(out[k]["kernel"]),
                                   np.asarray(params[k]["kernel"]))
+
+
+def np_adaptive_options(params, grads_seq, lr, lam, eps, *, amsgrad=False,
+                        freeze_dead=False, layer_metric="none",
+                        rescale_v=False):
+  """The options of adaptive_pathprox, without balancing, in float64."""
+  p = reference.flat(params)
+  adam = reference.Adam(p)
+  nu_max = {k: np.zeros_like(v, np.float64) for k, v in p.items()}
+  outputs = [f"{b}/kernel" for _, b in GROUPS]
+  grouped = [k for k in p if not k.startswith("head")]
+  for g in map(reference.flat, grads_seq):
+    g["head/kernel"] = g["head/kernel"] + lam * p["head/kernel"]
+    old_nu = {k: v.copy() for k, v in adam.nu.items()}
+    m_hat, v_hat = adam.step(g)
+    if freeze_dead:
+      for a, b in GROUPS:
+        dead = np.linalg.norm(p[f"{b}/kernel"], axis=1) == 0
+        for k, sel in ((f"{a}/kernel", (slice(None), dead)),
+                       (f"{a}/bias", dead), (f"{b}/kernel", dead)):
+          adam.nu[k][sel] = np.maximum(adam.nu[k][sel], old_nu[k][sel])
+      v_hat = {k: adam.nu[k] / (1 - adam.b2 ** adam.t) for k in p}
+    if amsgrad:
+      nu_max = {k: np.maximum(nu_max[k], v_hat[k]) for k in p}
+      v_hat = dict(nu_max)
+    if layer_metric != "none":
+      for k in (outputs if layer_metric == "outputs" else grouped):
+        v_hat[k] = np.full_like(v_hat[k], v_hat[k].mean())
+    z = {k: p[k] - lr * m_hat[k] / (np.sqrt(v_hat[k]) + eps) for k in p}
+    for a, b in GROUPS:
+      n = np.linalg.norm(z[f"{a}/kernel"], axis=0)
+      if rescale_v:
+        z[f"{b}/kernel"] = z[f"{b}/kernel"] * n[:, None]
+      z[f"{a}/kernel"], z[f"{a}/bias"] = z[f"{a}/kernel"] / n, z[f"{a}/bias"] / n
+      s = lr / (np.sqrt(v_hat[f"{b}/kernel"]) + eps)
+      v = z[f"{b}/kernel"]
+      z[f"{b}/kernel"] = np.stack([reference.group_prox_root(v[i], lam, s[i])
+                                   for i in range(v.shape[0])])
+    p = z
+  return p, adam, nu_max
+
+
+@pytest.mark.parametrize("option", [
+    {"amsgrad": True}, {"freeze_dead": True}, {"layer_metric": "outputs"},
+    {"layer_metric": "all"}, {"rescale_v": True},
+    {"amsgrad": True, "freeze_dead": True}], ids=lambda o: "-".join(
+        f"{k}={v}" for k, v in o.items()))
+def test_experimental_options_match_numpy(option):
+  params = two_group_params(4)
+  params["b"]["kernel"] = params["b"]["kernel"].at[1].set(0.0)   # a dead unit
+  spec = ppx.UnitSpec.from_pairs(params, GROUPS)
+  grads = grads_like(params, 3, seed=9)
+  lr, lam, eps = 0.05, 0.3, 1e-8
+  tx = ppx.adaptive_pathprox(lr, lam, spec, balance=False, **option)
+  out, state = run(tx, params, grads)
+  want = (optax.ScaleByAmsgradState if option.get("amsgrad")
+          else optax.ScaleByAdamState)
+  assert isinstance(state, want)
+  p, adam, nu_max = np_adaptive_options(params, grads, lr, lam, eps, **option)
+  got = reference.flat(jax.tree.map(np.asarray, out))
+  for k in p:
+    np.testing.assert_allclose(got[k], p[k], rtol=1e-4, atol=1e-5, err_msg=k)
+  nu = reference.flat(jax.tree.map(np.asarray, state.nu))
+  for k in p:
+    np.testing.assert_allclose(nu[k], adam.nu[k], rtol=1e-4, atol=1e-12,
+                               err_msg=k)
+  if option.get("amsgrad"):
+    got_max = reference.flat(jax.tree.map(np.asarray, state.nu_max))
+    for k in p:
+      np.testing.assert_allclose(got_max[k], nu_max[k], rtol=1e-4, atol=1e-12)
+
+
+def test_amsgrad_moments_follow_balancing():
+  """After one balanced step nu_max is v_hat = nu / (1 - b2), rescaled with nu."""
+  params = two_group_params(5)
+  spec = ppx.UnitSpec.from_pairs(params, GROUPS)
+  grads = grads_like(params, 1, seed=3)
+  _, state = run(ppx.adaptive_pathprox(0.05, 0.0, spec, amsgrad=True), params,
+                 grads)
+  _, plain = run(ppx.adaptive_pathprox(0.05, 0.0, spec, amsgrad=True,
+                                       balance=False), params, grads)
+  for a, b, c in zip(jax.tree.leaves(state.nu_max), jax.tree.leaves(state.nu),
+                     jax.tree.leaves(plain.nu)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b) / (1 - 0.999),
+                               rtol=1e-4)   # float32 bias correction
+  # balancing did rescale some second moments
+  assert not np.allclose(np.asarray(state.nu["d"]["kernel"]),
+                         np.asarray(plain.nu["d"]["kernel"]))

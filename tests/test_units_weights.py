@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pathprox_jax as ppx
 from pathprox_jax import UnitWeights, scale_units
 from tests import reference
 
@@ -99,3 +100,19 @@ def test_scale_units_low_precision_computes_in_float32():
     np.testing.assert_array_equal(
         np.asarray(a, np.float32),
         np.asarray(jnp.asarray(exp).astype(jnp.bfloat16), np.float32))
+
+
+def test_where_units_matches_numpy_under_jit():
+  rng = np.random.default_rng(3)
+  mk = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
+  x = ppx.UnitWeights((mk(3, 4), mk(2, 2, 4)), (mk(4),), (mk(4, 5),), (mk(5),),
+                      (1, 2), (0,), (0,))
+  y = jax.tree.map(lambda a: a * 0 - 1, x)
+  keep = jnp.array([True, False, False, True])
+  out = jax.jit(ppx.where_units)(keep, x, y)
+  k = np.asarray(keep)
+  np.testing.assert_array_equal(out.w[0], np.where(k[None], x.w[0], -1))
+  np.testing.assert_array_equal(out.w[1], np.where(k[None, None], x.w[1], -1))
+  np.testing.assert_array_equal(out.b[0], np.where(k, x.b[0], -1))
+  np.testing.assert_array_equal(out.v[0], np.where(k[:, None], x.v[0], -1))
+  np.testing.assert_array_equal(out.c[0], x.c[0])        # not unit-indexed

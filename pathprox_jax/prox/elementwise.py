@@ -58,6 +58,8 @@ from typing import Callable, Tuple
 import jax
 import jax.numpy as jnp
 
+from pathprox_jax._checks import prox_function
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 ProxFn = Callable[..., Array]
@@ -198,6 +200,7 @@ def _canonical_q(q, allowed=SUPPORTED_Q) -> float:
 # --------------------------------------------------------------------------
 
 
+@prox_function
 def prox_l1(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   r"""Soft thresholding: prox of ``reg * ||y||_1`` in the metric ``1 / scaling``.
 
@@ -227,6 +230,7 @@ def prox_l1(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   return _apply(_l1_core, x, reg, scaling)
 
 
+@prox_function
 def prox_l0(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   r"""Hard thresholding: prox of ``reg * ||y||_0`` in the metric ``1 / scaling``.
 
@@ -247,6 +251,7 @@ def prox_l0(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   return _apply(_l0_core, x, reg, scaling)
 
 
+@prox_function
 def prox_l_half(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   r"""Half thresholding: prox of ``reg * sum_i |y_i|^(1/2)`` in the metric ``1 / scaling``.
 
@@ -273,6 +278,7 @@ def prox_l_half(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array
   return _apply(_l_half_core, x, reg, scaling)
 
 
+@prox_function
 def prox_l_two_thirds(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
   r"""Prox of ``reg * sum_i |y_i|^(2/3)`` in the metric ``1 / scaling``.
 
@@ -302,6 +308,7 @@ def prox_l_two_thirds(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) ->
   return _apply(_l_two_thirds_core, x, reg, scaling)
 
 
+@prox_function
 def prox_binary(
   x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0, q: float = 1.0
 ) -> Array:
@@ -353,6 +360,7 @@ def prox_binary(
   return jnp.where(mu == 0, z, y).astype(out_dtype)
 
 
+@prox_function
 def prox_quant_original(
   x: ArrayLike, reg: ArrayLike, learning_rate: ArrayLike, q: float = 1.0
 ) -> Array:

@@ -15,12 +15,15 @@ import optax
 
 from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
                                   check_number, check_schedule, check_units,
-                                  check_update_args, scalar_at)
+                                  check_update_args, scalar_at,
+                                  refuse_schedule_free)
 from pathprox_jax.balance import balance_groups
 from pathprox_jax.prox.group import unit_norms
 from pathprox_jax.prox.path import prox_path_norm
 from pathprox_jax.transforms.proxgen import adam_init, adam_moments
-from pathprox_jax.units import UNGROUPED_KERNEL, UnitSpec, scale_units
+from pathprox_jax.units import (INPUT_BIAS, INPUT_KERNEL, OUTPUT_BIAS,
+                                OUTPUT_KERNEL, UNGROUPED_KERNEL, UnitSpec, scale_units,
+                                where_units)
 
 __all__ = ["adaptive_pathprox"]
 
@@ -40,10 +43,19 @@ def _scale_moments(groups, c_in, c_out, power):
           for g, x in enumerate(groups)]
 
 
+def _rescale_v(x, norms, min_norm):
+  """``v_i <- ||w_i|| v_i`` for the units the projection will normalise."""
+  nw, nv = norms
+  f = jnp.where(nw > min_norm, nw, 1.0)
+  return scale_units(x, v=f), (nw, nv * f)
+
+
 def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
                       units: UnitSpec, *, b1: float = 0.9, b2: float = 0.999,
                       eps: float = 1e-8, bias_correction: bool = True,
                       balance: bool = True, rescale_moments: bool = True,
+                      amsgrad: bool = False, rescale_v: bool = False,
+                      freeze_dead: bool = False, layer_metric: str = "none",
                       include_bias_in_norm: bool = False,
                       min_norm: float = 1e-12, dead_threshold: float = 1e-12
                       ) -> optax.GradientTransformationExtraArgs:
@@ -97,10 +109,32 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     weight_decay: ``lambda`` (non-negative).
     units: the network's :class:`~pathprox_jax.UnitSpec`.
     b1, b2: Adam's moment decays in ``[0, 1)``.
-    eps: ``delta > 0`` added to ``sqrt(v^)``.
+    eps: ``delta > 0`` added to ``sqrt(v^)``. Use about ``weight_decay /
+      10``: with Adam's ``1e-8`` the effective step ``lr / (sqrt(v^) + eps)``
+      grows as the data loss vanishes and every dead unit can revive at once
+      (``docs/algorithms.md``, "Why it needs a larger eps").
     bias_correction: Adam's bias correction.
     balance: layer-wise balancing before the prox each step.
     rescale_moments: transform ``m, v`` with the balancing scales.
+    amsgrad: use the running maximum of ``v^`` as the metric (AMSGrad,
+      Reddi et al. 2018): ``d`` never shrinks, so neither the step nor the
+      shrinkage threshold ``lambda lr_t / d`` grows when gradients vanish
+      late in training.
+    freeze_dead: never let the second moments of a dead unit (``v_i = 0``
+      at the start of the step: its input, bias and output entries)
+      decrease: ``nu <- max(nu_old, b2 nu_old + (1 - b2) g^2)`` while it is
+      dead (AMSGrad for dead units only). Otherwise they decay while the unit is dead (its
+      input weights receive no gradient, its output weights only the small
+      gradient of a network that fits the data), and the first steps after
+      a revival are taken with ``lr / sqrt(v^)`` many times larger than
+      while it was alive.
+    layer_metric: ``"none"`` (Adam's per-entry metric), ``"outputs"`` (one
+      metric value per output-kernel leaf: the mean of its ``v^``, for the
+      step and the shrinkage) or ``"all"`` (the same for every grouped leaf).
+    rescale_v: multiply each unit's output weights by the input norm the
+      projection removes (``v_i <- ||z_w_i|| v_i``, before the shrinkage),
+      so the projection keeps the network function and only the shrinkage
+      changes it (PathProx Lemma 4.2's reparametrisation).
     include_bias_in_norm: project ``[w_i; b_i]`` instead of ``w_i``.
     min_norm: units with ``||w_i|| <= min_norm`` are not projected.
     dead_threshold: group path norms at or below this count as dead in
@@ -108,7 +142,8 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state
-    ``optax.ScaleByAdamState``; ``update`` needs ``params``.
+    ``optax.ScaleByAdamState`` (``optax.ScaleByAmsgradState`` with
+    ``amsgrad``); ``update`` needs ``params``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -139,12 +174,20 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
   check_number("eps", eps, 0.0, lo_open=True)
   check_number("min_norm", min_norm)
   check_number("dead_threshold", dead_threshold)
+  if layer_metric not in ("none", "outputs", "all"):
+    raise ValueError(f"adaptive_pathprox: layer_metric must be 'none', "
+                     f"'outputs' or 'all'; got {layer_metric!r}.")
 
   def init_fn(params):
+    refuse_schedule_free(name)
     units.check(params)
     check_float_params(params, name)
     check_schedule("learning_rate", learning_rate)
-    return adam_init(params)
+    state = adam_init(params)
+    if amsgrad:
+      return optax.ScaleByAmsgradState(state.count, state.mu, state.nu,
+                                       jax.tree.map(jnp.zeros_like, params))
+    return state
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -155,6 +198,22 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
                          updates, params, ungrouped)
     mu, nu, m_hat, v_hat, count_inc = adam_moments(grads, state, b1, b2,
                                                    bias_correction)
+    if freeze_dead:
+      nu = units.scatter(nu, [
+          where_units(unit_norms(x)[1] > 0, new,
+                      jax.tree.map(jnp.maximum, new, old))
+          for x, new, old in zip(units.gather(params), units.gather(nu),
+                                 units.gather(state.nu))])
+      v_hat = (optax.tree_utils.tree_bias_correction(nu, b2, count_inc)
+               if bias_correction else nu)
+    if amsgrad:
+      v_hat = nu_max = jax.tree.map(jnp.maximum, state.nu_max, v_hat)
+    if layer_metric != "none":
+      roles = ((OUTPUT_KERNEL,) if layer_metric == "outputs" else
+               (OUTPUT_KERNEL, INPUT_KERNEL, INPUT_BIAS, OUTPUT_BIAS))
+      which = units.mask(*roles)(params)
+      v_hat = jax.tree.map(lambda v, m: jnp.full_like(v, jnp.mean(v)) if m
+                           else v, v_hat, which)
     z = jax.tree.map(lambda p, m, v: p - lr * m / (jnp.sqrt(v) + eps),
                      params, m_hat, v_hat)
     groups = units.gather(z)
@@ -167,12 +226,16 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
         mu = units.scatter(mu, _scale_moments(units.gather(mu), c_in, c_out, 1))
         nu = units.scatter(nu, _scale_moments(units.gather(nu), c_in, c_out, 2))
         v_groups = _scale_moments(v_groups, c_in, c_out, 2)
+        if amsgrad:
+          nu_max = units.scatter(nu_max, v_groups)
 
     active = lr > 0
     safe_lr = jnp.where(active, lr, 1.0)
     new = []
     for x, vg, n in zip(groups, v_groups, norms):
       scaling = tuple(safe_lr / (jnp.sqrt(v) + eps) for v in vg.v)
+      if rescale_v:
+        x, n = _rescale_v(x, n, min_norm)
       y = prox_path_norm(x, weight_decay, scaling,
                          include_bias_in_norm=include_bias_in_norm,
                          min_norm=min_norm, norms=n)
@@ -180,6 +243,8 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
                                    for a, b in zip(y.v, x.v))))
     z = units.scatter(z, new)
     out = jax.tree.map(lambda n, p: (n - p).astype(p.dtype), z, params)
+    if amsgrad:
+      return out, optax.ScaleByAmsgradState(count_inc, mu, nu, nu_max)
     return out, optax.ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

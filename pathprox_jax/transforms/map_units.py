@@ -7,7 +7,7 @@ from typing import Any, Callable
 import jax
 import optax
 
-from pathprox_jax._checks import check_units, check_update_args
+from pathprox_jax._checks import check_units, check_update_args, refuse_schedule_free
 from pathprox_jax.units import UnitSpec, UnitWeights
 
 GroupsFn = Callable[[list[UnitWeights]], list[UnitWeights]]
@@ -62,6 +62,7 @@ def map_units(units: UnitSpec, fn: GroupsFn, *, name: str = "map_units"
     raise TypeError(f"{name}: fn must be a function of the list of groups.")
 
   def init_fn(params):
+    refuse_schedule_free(name)
     units.check(params)
     return optax.EmptyState()
 

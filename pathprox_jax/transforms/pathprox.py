@@ -21,7 +21,8 @@ import optax
 from pathprox_jax import _deprecation
 from pathprox_jax._checks import (ScalarOrSchedule, check_number,
                                   check_schedule, check_units,
-                                  check_update_args, scalar_at)
+                                  check_update_args, scalar_at,
+                                  refuse_schedule_free)
 from pathprox_jax.balance import balance_groups
 from pathprox_jax.prox.group import unit_norms
 from pathprox_jax.prox.path import prox_path_norm
@@ -116,6 +117,7 @@ def path_prox_update(learning_rate: ScalarOrSchedule, weight_decay: float,
   _check_common(learning_rate, weight_decay, units, min_norm, dead_threshold)
 
   def init_fn(params):
+    refuse_schedule_free("path_prox_update")
     units.check(params)
     check_schedule("learning_rate", learning_rate)
     return PathProxState(count=jnp.zeros([], jnp.int32))

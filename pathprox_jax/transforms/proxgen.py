@@ -37,7 +37,8 @@ import optax
 from pathprox_jax import _deprecation
 from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
                                   check_number, check_schedule, check_units,
-                                  require_params, scalar_at)
+                                  require_params, scalar_at,
+                                  refuse_schedule_free)
 from pathprox_jax.prox.group import group_lasso_slices
 from pathprox_jax.units import UnitSpec, kernel_mask, path_str
 from pathprox_jax.units.paths import is_params_placeholder
@@ -256,6 +257,7 @@ def adam_family(name: str, learning_rate, weight_decay, prox, b1, b2, eps,
   check_adam_args(name, learning_rate, weight_decay, b1, b2, eps)
 
   def init_fn(params):
+    refuse_schedule_free(name)
     check_float_params(params, name)
     check_schedule("learning_rate", learning_rate)
     check_schedule("weight_decay", weight_decay)
@@ -414,6 +416,7 @@ def proxgen_sgd(learning_rate: ScalarOrSchedule,
   use_trace = not (isinstance(momentum, (int, float)) and momentum == 0)
 
   def init_fn(params):
+    refuse_schedule_free(name)
     check_float_params(params, name)
     check_schedule("learning_rate", learning_rate)
     check_schedule("weight_decay", weight_decay)

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from pathprox_jax._numerics import along, scale
 
@@ -86,3 +87,22 @@ def scale_units(x: UnitWeights, *, w=1.0, b=1.0, v=1.0, c=1.0) -> UnitWeights:
   return x.replace(w=each(x.w, x.w_axes, w), b=each(x.b, x.b_axes, b),
                    v=each(x.v, x.v_axes, v),
                    c=each(x.c, (0,) * len(x.c), c))
+
+
+def where_units(keep: jax.Array, x: UnitWeights, y: UnitWeights) -> UnitWeights:
+  """Unit ``i`` from ``x`` where ``keep[i]``, else from ``y`` (input slices,
+  input biases and output slices; output biases, not unit-indexed, from ``x``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> x = UnitWeights.from_arrays(jnp.ones((2, 2)), jnp.ones((2, 1)))
+    >>> y = UnitWeights.from_arrays(jnp.zeros((2, 2)), jnp.zeros((2, 1)))
+    >>> where_units(jnp.array([True, False]), x, y).w[0]
+    Array([[1., 0.],
+           [1., 0.]], dtype=float32)
+  """
+  def each(xs, ys, axes):
+    return tuple(jnp.where(along(keep, a.ndim, ax), a, b)
+                 for a, b, ax in zip(xs, ys, axes))
+  return x.replace(w=each(x.w, y.w, x.w_axes), b=each(x.b, y.b, x.b_axes),
+                   v=each(x.v, y.v, x.v_axes))

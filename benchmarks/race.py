@@ -454,6 +454,19 @@ def reach(history, target):
   return None, None
 
 
+def settle(history, target):
+  """First iteration from which every later evaluation is at or below
+  ``target`` (``None`` if the last one is above)."""
+  ok = [np.isfinite(h["objective"]) and h["objective"] <= target
+        for h in history]
+  if not ok or not ok[-1]:
+    return None
+  k = len(ok) - 1
+  while k > 0 and ok[k - 1]:
+    k -= 1
+  return history[k]["step"]
+
+
 def summarize(args, runs) -> dict:
   out = {}
   for t in args.tasks:
@@ -478,19 +491,38 @@ def summarize(args, runs) -> dict:
     for m, r in res.items():
       row = {"lr": r["lr"], "seeds": len(r["runs"]), "tuning": r["tuning"],
              "reach": {}, "at": {},
-             "jacobian_median": mean_std(x["jacobian_median"] for x in r["runs"])}
+             "jacobian_median": mean_std(x["jacobian_median"] for x in r["runs"]),
+             "active_path_norm_mean": mean_std(
+                 x["active_path_norm_mean"] for x in r["runs"])}
       for c, target in targets.items():
         its, secs = zip(*(reach(x["history"], target) for x in r["runs"]))
+        stays = [settle(x["history"], target) for x in r["runs"]]
         row["reach"][c] = {"target": target, "iterations": mean_std(its),
                            "seconds": mean_std(secs),
-                           "reached": sum(i is not None for i in its)}
+                           "reached": sum(i is not None for i in its),
+                           "stays_below_from": mean_std(stays),
+                           "stays": sum(i is not None for i in stays)}
       for c in checkpoints:
         row["at"][c] = {k: mean_std(at(x["history"], c, k) for x in r["runs"])
                         for k in ("objective", "active", "test_acc")}
       table[m] = row
+    every = [x for r in res.values() for x in r["runs"]
+             if np.isfinite(x["jacobian_median"])]
     out[t] = {"iterations": n, "tune_iterations": n_tune,
-              "checkpoints": checkpoints, "targets": targets, "methods": table}
+              "checkpoints": checkpoints, "targets": targets, "methods": table,
+              "jacobian_vs_unit_path_norm": {
+                  "runs": len(every),
+                  "spearman": spearman([x["active_path_norm_mean"] for x in every],
+                                       [x["jacobian_median"] for x in every])}}
   return out
+
+
+def spearman(a, b) -> float | None:
+  """Spearman rank correlation (no ties expected in float data)."""
+  if len(a) < 3:
+    return None
+  ra, rb = (np.argsort(np.argsort(np.asarray(v))) for v in (a, b))
+  return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _pm(ms, fmt="{:.4g}", scale=1.0):
@@ -505,11 +537,13 @@ def markdown(summary) -> str:
     lines += [f"### {TASKS[t].title}, lambda {TASKS[t].lam:g}, "
               f"{s['iterations']} iterations", ""]
     tg = s["targets"]
+    last = max(tg) if tg else None
     if tg:
-      head = "| method | lr | " + " | ".join(
+      head = "| method | lr | seeds | " + " | ".join(
           f"iterations to SGD+WD@{c} ({v:.4g})" for c, v in tg.items()) \
-          + " | " + " | ".join(f"seconds to SGD+WD@{c}" for c in tg) + " |"
-      lines += [head, "|" + "---|" * (2 + 2 * len(tg))]
+          + " | " + " | ".join(f"seconds to SGD+WD@{c}" for c in tg) \
+          + f" | stays below SGD+WD@{last} from |"
+      lines += [head, "|" + "---|" * (4 + 2 * len(tg))]
       for m, r in s["methods"].items():
         cells = []
         for key in ("iterations", "seconds"):
@@ -519,15 +553,19 @@ def markdown(summary) -> str:
             if x["reached"] < r["seeds"]:
               v += f" ({x['reached']}/{r['seeds']} seeds)"
             cells.append(v)
-        lines.append(f"| {METHODS[m].label} | {r['lr']:g} | "
+        x = r["reach"][last]
+        v = _pm(x["stays_below_from"], "{:.0f}")
+        cells.append(v + (f" ({x['stays']}/{r['seeds']} seeds)"
+                          if x["stays"] < r["seeds"] else ""))
+        lines.append(f"| {METHODS[m].label} | {r['lr']:g} | {r['seeds']} | "
                      + " | ".join(cells) + " |")
       lines.append("")
     cps = s["checkpoints"]
     lines += ["| method | " + " | ".join(f"objective@{c}" for c in cps)
               + " | " + " | ".join(f"active %@{c}" for c in (cps[1], cps[-1]))
               + " | " + " | ".join(f"test acc %@{c}" for c in (cps[1], cps[-1]))
-              + " | Jacobian norm (end) |",
-              "|" + "---|" * (2 + len(cps) + 4)]
+              + " | Jacobian norm (end) | path norm per active unit (end) |",
+              "|" + "---|" * (3 + len(cps) + 4)]
     for m, r in s["methods"].items():
       a = r["at"]
       lines.append(
@@ -536,7 +574,13 @@ def markdown(summary) -> str:
           + " | ".join(_pm(a[c]["active"], "{:.1f}", 100) for c in (cps[1], cps[-1]))
           + " | "
           + " | ".join(_pm(a[c]["test_acc"], "{:.2f}", 100) for c in (cps[1], cps[-1]))
-          + f" | {_pm(r['jacobian_median'], '{:.2f}')} |")
+          + f" | {_pm(r['jacobian_median'], '{:.2f}')} | "
+          f"{_pm(r['active_path_norm_mean'], '{:.3g}')} |")
+    jv = s["jacobian_vs_unit_path_norm"]
+    if jv["spearman"] is not None:
+      lines += ["", f"Across all {jv['runs']} runs: Spearman correlation of the "
+                f"end Jacobian norm with the mean path norm of the active "
+                f"units {jv['spearman']:.2f}."]
     lines += ["", "Tuning (objective at iteration "
               f"{s['tune_iterations']}, seed {summary_tune_seed(s)}):", ""]
     for m, r in s["methods"].items():
@@ -570,7 +614,8 @@ def plot(args, runs, summary, out, tag):
       meth = METHODS[m]
       kw = dict(color=meth.color, ls=meth.style)
       for ax, x in ((axes[0], steps), (axes[1], secs.mean(0))):
-        ax.plot(x[1:], np.exp(np.log(obj[:, 1:]).mean(0)), label=meth.label,
+        ax.plot(x[1:], np.exp(np.log(obj[:, 1:]).mean(0)),
+                label=f"{meth.label} ({len(rs)} seed{'s' * (len(rs) > 1)})",
                 **kw)
         ax.fill_between(x[1:], obj[:, 1:].min(0), obj[:, 1:].max(0),
                         color=meth.color, alpha=0.15, lw=0)
@@ -593,8 +638,9 @@ def plot(args, runs, summary, out, tag):
     axes[2].grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{TASKS[t].title}, lambda {TASKS[t].lam:g}: geometric mean "
-                 f"and min-max over {args.seeds} seeds, each method at its "
-                 f"tuned learning rate" + (" [QUICK]" if args.quick else ""),
+                 f"and min-max over the seeds run (up to {args.seeds}; see the "
+                 f"table), each method at its tuned learning rate"
+                 + (" [QUICK]" if args.quick else ""),
                  fontsize=10)
     fig.tight_layout()
     figs += common.save_figure(fig, os.path.join(out, f"race_{t}{tag}.png"),

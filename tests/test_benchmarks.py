@@ -210,6 +210,10 @@ def test_race_reach_and_checkpoints():
   assert race.reach(hist, 0.1) == (None, None)
   assert race.at(hist, 30, "objective") == 0.4 and race.at(hist, 25, "objective") is None
   assert race.mean_std([1.0, 3.0, None, float("inf")]) == (2.0, 1.0)
+  assert race.settle(hist, 1.0) == 30          # the NaN at 20 breaks the run
+  assert race.settle(hist, 0.1) is None
+  a, b = [1.0, 2.0, 5.0, 3.0], [0.1, 0.4, 0.9, 0.2]
+  assert race.spearman(a, b) == pytest.approx(0.8)   # scipy.stats.spearmanr
 
 
 def test_reproducibility_quick(tmp_path):

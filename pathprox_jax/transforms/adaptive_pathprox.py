@@ -109,10 +109,11 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     weight_decay: ``lambda`` (non-negative).
     units: the network's :class:`~pathprox_jax.UnitSpec`.
     b1, b2: Adam's moment decays in ``[0, 1)``.
-    eps: ``delta > 0`` added to ``sqrt(v^)``. Use about ``weight_decay /
-      10``: with Adam's ``1e-8`` the effective step ``lr / (sqrt(v^) + eps)``
-      grows as the data loss vanishes and every dead unit can revive at once
-      (``docs/algorithms.md``, "Why it needs a larger eps").
+    eps: ``delta > 0`` added to ``sqrt(v^)``. With Adam's ``1e-8`` the
+      effective step ``lr / (sqrt(v^) + eps)`` grows as the data loss
+      vanishes and every dead unit can revive at once; ``weight_decay / 10``
+      delays that, and a decaying learning rate stops it
+      (``docs/algorithms.md``, "The revival cascade").
     bias_correction: Adam's bias correction.
     balance: layer-wise balancing before the prox each step.
     rescale_moments: transform ``m, v`` with the balancing scales.

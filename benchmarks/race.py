@@ -25,7 +25,7 @@ Every finished run is written to ``results/race/runs/<task>/<method>/`` as
 soon as it ends; ``--resume`` skips finished runs, ``--replot`` redraws the
 table and figures from those files alone.
 
-Run ``python -m benchmarks.race`` (Task 1, every method; about 80 minutes on
+Run ``python -m benchmarks.race`` (Task 1, every method; about 2 hours on
 2 cores) or ``--quick`` for a smoke run.
 """
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -335,10 +334,9 @@ def task_iterations(args, task: Task) -> tuple[int, int]:
 def load(path: str) -> dict | None:
   if not os.path.exists(path):
     return None
-  with open(path) as fh:
-    r = json.load(fh)
+  r = common.load_json(path)                   # "inf"/"nan" strings -> floats
   r["history"] = [{k: float(v) for k, v in h.items()} for h in r["history"]]
-  return r                                     # "inf"/"nan" strings -> floats
+  return r
 
 
 def tuning_jobs(args, runs) -> list[Job]:
@@ -493,7 +491,8 @@ def summarize(args, runs) -> dict:
              "reach": {}, "at": {},
              "jacobian_median": mean_std(x["jacobian_median"] for x in r["runs"]),
              "active_path_norm_mean": mean_std(
-                 x["active_path_norm_mean"] for x in r["runs"])}
+                 x["active_path_norm_mean"] for x in r["runs"]
+                 if not x["diverged"])}
       for c, target in targets.items():
         its, secs = zip(*(reach(x["history"], target) for x in r["runs"]))
         stays = [settle(x["history"], target) for x in r["runs"]]

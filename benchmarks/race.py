@@ -603,6 +603,8 @@ def plot(args, runs, summary, out, tag):
       rs = [load(j.path(runs)) for j in race_jobs(args, runs)
             if j.task == t and j.method == m]
       rs = [r for r in rs if r is not None]
+      diverged = sum(r["diverged"] for r in rs)
+      rs = [r for r in rs if not r["diverged"]] or rs   # a NaN ends the curve
       n = min(len(r["history"]) for r in rs)
       steps = np.array([h["step"] for h in rs[0]["history"][:n]])
       obj = np.array([[h["objective"] for h in r["history"][:n]] for r in rs])
@@ -614,7 +616,8 @@ def plot(args, runs, summary, out, tag):
       kw = dict(color=meth.color, ls=meth.style)
       for ax, x in ((axes[0], steps), (axes[1], secs.mean(0))):
         ax.plot(x[1:], np.exp(np.log(obj[:, 1:]).mean(0)),
-                label=f"{meth.label} ({len(rs)} seed{'s' * (len(rs) > 1)})",
+                label=f"{meth.label} ({len(rs)} seed{'s' * (len(rs) > 1)}"
+                      + (f"; {diverged} more diverged)" if diverged else ")"),
                 **kw)
         ax.fill_between(x[1:], obj[:, 1:].min(0), obj[:, 1:].max(0),
                         color=meth.color, alpha=0.15, lw=0)

@@ -169,12 +169,12 @@ def test_generalization_vgg19_synthetic_smoke(tmp_path):
 
 def test_race_quick_tunes_races_resumes_and_replots(tmp_path, capsys):
   argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--workers", "1",
-          "--methods", "sgd_wd", "pathprox", "adaptive", "--seeds", "2",
+          "--methods", "sgd_wd", "adaptive", "--seeds", "2",
           "--iterations", "16", "--eval-every", "4"]
   summary = race.main(argv)["task1"]
   runs = tmp_path / "runs_quick" / "task1"
   # 3 grid points per method on the tuning seed, then 2 seeds at the winner.
-  for m in ("sgd_wd", "pathprox", "adaptive"):
+  for m in ("sgd_wd", "adaptive"):
     files = sorted(os.listdir(runs / m))
     assert sum(f.startswith("tune_") for f in files) == 3
     assert sum(f.startswith("race_") for f in files) == 2
@@ -221,8 +221,8 @@ def test_race_reach_and_checkpoints():
 
 def test_reproducibility_quick(tmp_path):
   result = reproducibility.main(["--quick", "--out", str(tmp_path),
-                                 "--iterations", "6", "--repeats", "2"])
-  assert set(result) == {"default", "one_thread", "default_vs_one_thread"}
+                                 "--iterations", "6", "--repeats", "1"])
+  assert set(result) == {"default_vs_one_thread"}
   assert all(isinstance(r["bitwise_equal"], bool) for r in result.values())
   assert (tmp_path / "reproducibility_quick.json").exists()
 

@@ -31,6 +31,7 @@ Run ``python -m benchmarks.race`` (Task 1, every method; about 2 hours on
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import glob
 import os
@@ -209,8 +210,8 @@ def parse_args(argv=None):
                  help="the adaptive PathProx exploration instead: every "
                       "variant tried, lr 1e-3, one seed, 10k iterations, in "
                       "results/race_explore/")
-  p.add_argument("--worker", type=int, default=None, help=argparse_hidden())
-  p.add_argument("--phase", default=None, help=argparse_hidden())
+  p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+  p.add_argument("--phase", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.explore:
     args.methods, args.lr, args.seeds = list(EXPLORATION), 1e-3, 1
@@ -223,10 +224,6 @@ def parse_args(argv=None):
     args.seeds = min(args.seeds, 2)
   return args
 
-
-def argparse_hidden():
-  import argparse
-  return argparse.SUPPRESS
 
 
 # ------------------------------------------------------------------- setup
@@ -581,7 +578,7 @@ def markdown(summary) -> str:
                 f"end Jacobian norm with the mean path norm of the active "
                 f"units {jv['spearman']:.2f}."]
     lines += ["", "Tuning (objective at iteration "
-              f"{s['tune_iterations']}, seed {summary_tune_seed(s)}):", ""]
+              f"{s['tune_iterations']}, seed {s.get('tune_seed', '')}):", ""]
     for m, r in s["methods"].items():
       sc = ", ".join(f"{lr:g}: {v:.4g}" for lr, v in sorted(
           (float(k), v) for k, v in r["tuning"].items()))
@@ -589,9 +586,6 @@ def markdown(summary) -> str:
     lines.append("")
   return "\n".join(lines)
 
-
-def summary_tune_seed(s):
-  return s.get("tune_seed", "")
 
 
 def plot(args, runs, summary, out, tag):

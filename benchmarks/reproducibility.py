@@ -12,6 +12,7 @@ Run ``python -m benchmarks.reproducibility`` (about 3 minutes) or
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -31,16 +32,12 @@ def parse_args(argv=None):
   p.add_argument("--method", default="pathprox")
   p.add_argument("--iterations", type=int, default=2000)
   p.add_argument("--repeats", type=int, default=2)
-  p.add_argument("--child", default=None, help=_hidden())
+  p.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.quick:
     args.iterations = min(args.iterations, 40)
   return args
 
-
-def _hidden():
-  import argparse
-  return argparse.SUPPRESS
 
 
 def child(args):

@@ -69,8 +69,7 @@ def functional(model: nnx.Module, with_spec: bool = True) -> Functional:
     nnx.replace_by_pure_dict(s, p)
     return nnx.merge(graphdef, s)(x)
 
-  spec = (ppx.UnitSpec.from_pairs(params, model.unit_pairs())
-          if with_spec else None)
+  spec = model.unit_spec() if with_spec else None   # the model's own links
   return Functional(apply, params, spec)
 
 

@@ -5,6 +5,14 @@ objective ``L + lambda/2 sum ||K||^2``, evaluated for the balanced
 representation of each network (``loss + lambda * path_norm_penalty``, the
 minimum over function-preserving rescalings) on the full training set.
 
+Tasks (``--tasks``): ``task1`` (the paper's Task 1: FactorizedMLP(3, 400) on
+1000 MNIST digits, 20k iterations, every method and ablation), ``task2``
+(MLP(6, 400) on 3500 digits, 10k iterations) and ``ffn`` (a byte-level
+transformer LM whose FFN hidden neurons are the units; the objective adds
+``lambda/2 ||K||^2`` of the attention and embedding kernels, which no
+rescaling can balance; 2k iterations). Tasks 2 and ``ffn`` race the peers
+and the recommended adaptive variant (``PEERS``).
+
 Protocol, per task and method:
 
 1. **tuning**: each learning rate of the method family's grid (the same
@@ -25,8 +33,8 @@ Every finished run is written to ``results/race/runs/<task>/<method>/`` as
 soon as it ends; ``--resume`` skips finished runs, ``--replot`` redraws the
 table and figures from those files alone.
 
-Run ``python -m benchmarks.race`` (Task 1, every method; about 2 hours on
-2 cores) or ``--quick`` for a smoke run.
+Run ``python -m benchmarks.race`` (Task 1, about 2 hours on 2 cores),
+``--tasks ffn task2`` (about 1 hour) or ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +57,7 @@ from flax import nnx
 import pathprox_jax as ppx
 from benchmarks import common
 from benchmarks.convergence import jacobian_norms, make_evaluator
-from pathprox_jax.data import load_mnist_subset
+from pathprox_jax.data import Split, byte_windows, load_mnist_subset, load_stdlib_text
 
 GRIDS = {"sgd": (0.1, 0.3, 1.0), "adam": (3e-4, 1e-3, 3e-3)}
 
@@ -58,23 +66,35 @@ GRIDS = {"sgd": (0.1, 0.3, 1.0), "adam": (3e-4, 1e-3, 3e-3)}
 class Task:
   name: str
   title: str
-  model: Callable[[int, int], nnx.Module]   # (width, seed) -> model
-  depth_width: tuple[int, int]
-  train_per_class: int
+  model: Callable[[bool, int], nnx.Module]   # (quick, seed) -> model
+  data: Callable[[], Split]
   lam: float
   iterations: int
+  methods: tuple[str, ...]
   batch_size: int = 200
+  jacobian: bool = True            # input-output Jacobian (real-valued inputs)
+  accuracy: str = "test accuracy"
 
 
-TASKS = {
-    "task1": Task("task1", "Task 1: FactorizedMLP(3, 400), 1000 MNIST digits",
-                  lambda w, s: ppx.FactorizedMLP(3, w, init="pytorch",
-                                                 rngs=nnx.Rngs(s)),
-                  (3, 400), 100, 1e-4, 20000),
-    "task2": Task("task2", "Task 2: MLP(6, 400), 3500 MNIST digits",
-                  lambda w, s: ppx.MLP(6, w, init="pytorch", rngs=nnx.Rngs(s)),
-                  (6, 400), 350, 1e-4, 10000),
-}
+def _mlp(cls, depth):
+  return lambda quick, s: cls(depth, 32 if quick else 400, init="pytorch",
+                              rngs=nnx.Rngs(s))
+
+
+def text_split(seq: int = 64, train_windows: int = 2048,
+               test_windows: int = 512) -> Split:
+  """Fixed byte windows of the standard library's source: a training set of
+  ``train_windows`` windows (the objective is the mean over all of them) and
+  validation windows cut from other modules as the test set."""
+  text = load_stdlib_text()
+  rng = np.random.default_rng(0)
+  cut = lambda d, n: byte_windows(d, seq, rng.integers(0, len(d) - seq - 1, n))
+  return Split(*cut(text.train, train_windows), *cut(text.val, test_windows))
+
+
+def _transformer(quick, s):
+  dim, ffn = (16, 32) if quick else (64, 256)
+  return ppx.Transformer(256, dim, 2, 4, ffn, 64, rngs=nnx.Rngs(s))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,17 +202,37 @@ DEFAULT_METHODS = ("sgd_wd", "pathprox", "adam_l2", "adam_l2_eps", "adamw",
                    "proxgen_unit", "adaptive", "adaptive_eps",
                    "adaptive_eps_nobalance", "adaptive_eps_norescale",
                    "adaptive_eps_cosine")
+# Tasks 2 and FFN: the peers and the recommended variant (the ablations are
+# Task 1's). On the transformer the residual adds leave every FFN group
+# unlinked, so balancing has nothing to do there.
+PEERS = ("sgd_wd", "pathprox", "adam_l2", "adamw", "proxgen_unit", "adaptive",
+         "adaptive_eps_cosine")
 LAST = ("adaptive_eps_norescale",)     # run after every other method's seeds
 EXPLORATION = ("adaptive", "adaptive_amsgrad", "adaptive_rescale_v",
                "adaptive_warmup", "adaptive_normalized", "adaptive_freeze",
                "adaptive_layer_v", "adaptive_layer_all", "adaptive_eps1e-5")
 
+TASKS = {
+    "task1": Task("task1", "Task 1: FactorizedMLP(3, 400), 1000 MNIST digits",
+                  _mlp(ppx.FactorizedMLP, 3),
+                  lambda: load_mnist_subset(100, seed=0), 1e-4, 20000,
+                  DEFAULT_METHODS),
+    "task2": Task("task2", "Task 2: MLP(6, 400), 3500 MNIST digits",
+                  _mlp(ppx.MLP, 6), lambda: load_mnist_subset(350, seed=0),
+                  1e-4, 10000, PEERS),
+    "ffn": Task("ffn", "Transformer FFN units: byte-level LM (2 blocks, "
+                "width 64, FFN 256) on 2048 windows of stdlib source",
+                _transformer, text_split, 1e-2, 2000, PEERS,
+                batch_size=32, jacobian=False,
+                accuracy="validation next-byte accuracy"),
+}
+
 
 def parse_args(argv=None):
   p = common.base_parser(__doc__.split("\n\n")[0])
   p.add_argument("--tasks", nargs="+", default=["task1"], choices=list(TASKS))
-  p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                 choices=list(METHODS))
+  p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                 help="default: each task's own list (Task.methods)")
   p.add_argument("--seeds", type=int, default=3, help="race seeds (0, 1, ...)")
   p.add_argument("--tune-seed", type=int, default=100)
   p.add_argument("--tune-iterations", type=int, default=None,
@@ -231,24 +271,19 @@ class Setup:
   """A task's data, evaluator and per-seed initialisation."""
 
   def __init__(self, task: Task, quick: bool):
-    self.task = task
-    depth, width = task.depth_width
-    self.width = 32 if quick else width
-    self.data = load_mnist_subset(task.train_per_class, seed=0)
+    self.task, self.quick = task, quick
+    self.data = task.data()
     if quick:
-      self.data = self.data._replace(x_train=self.data.x_train[:300],
-                                     y_train=self.data.y_train[:300],
-                                     x_test=self.data.x_test[:300],
-                                     y_test=self.data.y_test[:300])
-    f = common.functional(task.model(self.width, 0))
+      self.data = Split(*(x[:300] for x in self.data[:4]))
+    f = common.functional(task.model(quick, 0))
     self.apply, self.spec = f.apply, f.spec
-    self.x_jac = self.data.x_test[:64 if quick else 1000]
+    self.x_jac = self.data.x_test[:64 if quick else 1000] if task.jacobian else None
     self.evaluate = make_evaluator(f.apply, f.spec, task.lam,
                                    self.data.x_train, self.data.y_train,
                                    self.data.x_test, self.data.y_test)
 
   def init(self, seed: int, normalize: bool):
-    params = common.functional(self.task.model(self.width, seed)).params
+    params = common.functional(self.task.model(self.quick, seed)).params
     return ppx.normalize_units(params, self.spec) if normalize else params
 
 
@@ -293,7 +328,8 @@ def run_one(setup: Setup, method: str, lr: float, seed: int, iterations: int,
     if not np.isfinite(h["objective"]):
       break
   bar.close()
-  jac = jacobian_norms(setup.apply, params, setup.x_jac)
+  jac = (np.full(1, np.nan) if setup.x_jac is None else
+         jacobian_norms(setup.apply, params, setup.x_jac))
   upn = np.concatenate([np.asarray(u) for u in
                         ppx.unit_path_norms(params, setup.spec)])
   live = upn[upn > 0]
@@ -322,6 +358,11 @@ class Job:
                         f"{self.phase}_lr{self.lr:g}_seed{self.seed}.json")
 
 
+def task_methods(args, task: str) -> tuple[str, ...]:
+  """``--methods`` if given, else the task's own list."""
+  return tuple(args.methods or TASKS[task].methods)
+
+
 def task_iterations(args, task: Task) -> tuple[int, int]:
   """(race iterations, tuning iterations) of ``task`` under ``args``."""
   n = args.iterations or task.iterations
@@ -342,7 +383,7 @@ def tuning_jobs(args, runs) -> list[Job]:
   out = []
   for t in args.tasks:
     _, n_tune = task_iterations(args, TASKS[t])
-    for m in args.methods:
+    for m in task_methods(args, t):
       out += [Job(t, m, "tune", lr, args.tune_seed, n_tune)
               for lr in GRIDS[METHODS[m].family]]
   return out
@@ -370,8 +411,8 @@ def race_jobs(args, runs) -> list[Job]:
   out = []
   for t in args.tasks:
     n, _ = task_iterations(args, TASKS[t])
-    methods = ([m for m in args.methods if m not in LAST]
-               + [m for m in args.methods if m in LAST])
+    methods = ([m for m in task_methods(args, t) if m not in LAST]
+               + [m for m in task_methods(args, t) if m in LAST])
     lrs = {m: chosen_lr(args, runs, t, m)[0] for m in methods}
     out += [Job(t, m, "race", lrs[m], s, n)
             for last in (False, True) for s in range(args.seeds)
@@ -468,7 +509,7 @@ def summarize(args, runs) -> dict:
     n, n_tune = task_iterations(args, TASKS[t])
     checkpoints = sorted({n // 8, n // 4, n // 2, n})
     res = {}
-    for m in args.methods:
+    for m in task_methods(args, t):
       lr, scores = chosen_lr(args, runs, t, m)
       rs = [load(j.path(runs)) for j in race_jobs(args, runs)
             if j.task == t and j.method == m]
@@ -559,7 +600,7 @@ def markdown(summary) -> str:
     cps = s["checkpoints"]
     lines += ["| method | " + " | ".join(f"objective@{c}" for c in cps)
               + " | " + " | ".join(f"active %@{c}" for c in (cps[1], cps[-1]))
-              + " | " + " | ".join(f"test acc %@{c}" for c in (cps[1], cps[-1]))
+              + " | " + " | ".join(f"{TASKS[t].accuracy} %@{c}" for c in (cps[1], cps[-1]))
               + " | Jacobian norm (end) | path norm per active unit (end) |",
               "|" + "---|" * (3 + len(cps) + 4)]
     for m, r in s["methods"].items():

@@ -205,6 +205,26 @@ def test_race_quick_tunes_races_resumes_and_replots(tmp_path, capsys):
   assert (tmp_path / "race_task1_quick.png").exists()
 
 
+def test_race_ffn_task_quick(tmp_path):
+  argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--workers", "1",
+          "--tasks", "ffn", "--methods", "sgd_wd", "adaptive_eps_cosine",
+          "--lr", "1e-3", "--seeds", "1", "--iterations", "8",
+          "--eval-every", "4"]
+  summary = race.main(argv)["ffn"]
+  row = summary["methods"]["adaptive_eps_cosine"]
+  assert row["jacobian_median"] is None          # token inputs: no Jacobian
+  assert 0 <= row["at"][8]["active"][0] <= 1
+  assert np.isfinite(row["at"][8]["objective"][0])
+  assert "validation next-byte accuracy" in (tmp_path / "race_quick.md").read_text()
+
+
+def test_functional_keeps_the_models_links():
+  # A transformer's FFN groups are separated by residual adds: never linked.
+  model = ppx.Transformer(256, 16, 2, 4, 32, 64, rngs=nnx.Rngs(0))
+  spec = common.functional(model).spec
+  assert spec.links == (False,) and spec == model.unit_spec()
+
+
 def test_race_reach_and_checkpoints():
   hist = [{"step": s, "objective": o, "seconds": 0.5 * s}
           for s, o in [(0, 2.0), (10, 1.0), (20, float("nan")), (30, 0.4)]]

@@ -49,7 +49,7 @@ from flax import nnx
 
 import pathprox_jax as ppx
 from benchmarks import common
-from pathprox_jax.data import load_stdlib_text
+from pathprox_jax.data import byte_windows, load_stdlib_text
 
 KEEP_FRACTIONS = (1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05)
 
@@ -101,9 +101,8 @@ class Setup:
     self.train = jnp.asarray(self.text.train)
     rng = np.random.default_rng(1234)
     starts = rng.integers(0, len(self.text.val) - args.seq - 1, args.val_windows)
-    idx = starts[:, None] + np.arange(args.seq + 1)[None]
-    windows = self.text.val[idx].astype(np.int32)
-    self.val_x, self.val_y = jnp.asarray(windows[:, :-1]), jnp.asarray(windows[:, 1:])
+    self.val_x, self.val_y = map(jnp.asarray,
+                                 byte_windows(self.text.val, args.seq, starts))
 
 
 def schedule(lr, steps):

@@ -157,7 +157,12 @@ def make_method(method: str, lr, lam: float, spec: ppx.UnitSpec | None,
   if method == "adamw":        # decoupled decay, as a user writes it
     return optax.adamw(lr, weight_decay=lam, mask=ppx.kernel_mask), zero
   if method == "proxgen_unit":  # ProxGen-Adam, group lasso on every unit's v
-    return ppx.proxgen_adam(lr, lam, ppx.group_prox_from_units(spec)), zero
+    # Kernels in no group (a transformer's attention) get the objective's
+    # coupled decay, as pathprox and adaptive_pathprox give them.
+    ungrouped = spec.mask("ungrouped_kernel")
+    return optax.chain(optax.add_decayed_weights(lam, mask=ungrouped),
+                       ppx.proxgen_adam(lr, lam,
+                                        ppx.group_prox_from_units(spec))), zero
   if method == "lasso":
     return optax.sgd(lr), lambda p: lam * l1_penalty(p)
   if method == "group_lasso":

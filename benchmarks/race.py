@@ -17,8 +17,9 @@ Protocol, per task and method:
 
 1. **tuning**: each learning rate of the method family's grid (the same
    size for every method) on a separate seed (``--tune-seed``) for
-   ``--tune-iterations``; the learning rate with the lowest objective there
-   wins (a diverged run counts as infinite);
+   ``--tune-iterations`` (default: the task's own horizon, else 1/8 of its
+   iterations); the learning rate with the lowest objective there wins (a
+   diverged run counts as infinite);
 2. **race**: the chosen learning rate on ``--seeds`` seeds (model
    initialisation and batch order) for the task's full iteration count.
 
@@ -74,6 +75,7 @@ class Task:
   batch_size: int = 200
   jacobian: bool = True            # input-output Jacobian (real-valued inputs)
   accuracy: str = "test accuracy"
+  tune_iterations: int | None = None   # default: 1/8 of ``iterations``
 
 
 def _mlp(cls, depth):
@@ -224,7 +226,10 @@ TASKS = {
                 "width 64, FFN 256) on 2048 windows of stdlib source",
                 _transformer, text_split, 1e-2, 2000, PEERS,
                 batch_size=32, jacobian=False,
-                accuracy="validation next-byte accuracy"),
+                accuracy="validation next-byte accuracy",
+                # A short task: tune over the whole run (SGD + weight decay at
+                # lr 1 passes a 250-iteration tuning run, then diverges).
+                tune_iterations=2000),
 }
 
 
@@ -236,7 +241,8 @@ def parse_args(argv=None):
   p.add_argument("--seeds", type=int, default=3, help="race seeds (0, 1, ...)")
   p.add_argument("--tune-seed", type=int, default=100)
   p.add_argument("--tune-iterations", type=int, default=None,
-                 help="tuning horizon (default: 1/8 of the task's iterations)")
+                 help="tuning horizon (default: the task's, else 1/8 of its "
+                      "iterations)")
   p.add_argument("--iterations", type=int, default=None,
                  help="override every task's iteration count")
   p.add_argument("--eval-every", type=int, default=250)
@@ -355,7 +361,8 @@ class Job:
 
   def path(self, runs: str) -> str:
     return os.path.join(runs, self.task, self.method,
-                        f"{self.phase}_lr{self.lr:g}_seed{self.seed}.json")
+                        f"{self.phase}_lr{self.lr:g}_it{self.iterations}"
+                        f"_seed{self.seed}.json")
 
 
 def task_methods(args, task: str) -> tuple[str, ...]:
@@ -366,7 +373,8 @@ def task_methods(args, task: str) -> tuple[str, ...]:
 def task_iterations(args, task: Task) -> tuple[int, int]:
   """(race iterations, tuning iterations) of ``task`` under ``args``."""
   n = args.iterations or task.iterations
-  return n, min(n, args.tune_iterations or max(1, n // 8))
+  return n, min(n, args.tune_iterations or task.tune_iterations
+               or max(1, n // 8))
 
 
 def load(path: str) -> dict | None:

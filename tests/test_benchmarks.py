@@ -181,7 +181,7 @@ def test_race_quick_tunes_races_resumes_and_replots(tmp_path, capsys):
     row = summary["methods"][m]
     scores = {float(k): v for k, v in row["tuning"].items()}
     assert row["lr"] == min(scores, key=scores.get)
-    saved = _load(runs / m / f"race_lr{row['lr']:g}_seed0.json")
+    saved = _load(runs / m / f"race_lr{row['lr']:g}_it16_seed0.json")
     hist = saved["history"]
     steps = [h["step"] for h in hist]      # a diverged run stops at the NaN
     assert steps == [0, 4, 8, 12, 16][:len(steps)]
@@ -216,6 +216,17 @@ def test_race_ffn_task_quick(tmp_path):
   assert 0 <= row["at"][8]["active"][0] <= 1
   assert np.isfinite(row["at"][8]["objective"][0])
   assert "validation next-byte accuracy" in (tmp_path / "race_quick.md").read_text()
+
+
+def test_race_tuning_horizon_is_per_task_and_in_the_file_name():
+  args = race.parse_args([])
+  assert race.task_iterations(args, race.TASKS["task1"]) == (20000, 2500)
+  assert race.task_iterations(args, race.TASKS["ffn"]) == (2000, 2000)
+  args = race.parse_args(["--tune-iterations", "100"])
+  assert race.task_iterations(args, race.TASKS["ffn"]) == (2000, 100)
+  # A run with another horizon is another file: a resume never reuses it.
+  a, b = (race.Job("ffn", "sgd_wd", "tune", 1.0, 100, n) for n in (250, 2000))
+  assert a.path("runs") != b.path("runs")
 
 
 def test_functional_keeps_the_models_links():
@@ -260,3 +271,25 @@ def test_revival_trace_quick():
   rows = revival_trace.main(["--quick"])
   assert [r[0] for r in rows] == [8, 12, 16]
   assert all(len(r[1].split()) == 3 for r in rows)       # three groups
+
+
+def test_race_proxgen_decays_the_kernels_in_no_group():
+  # The FFN objective charges lambda/2 ||K||^2 on the attention kernels; the
+  # ProxGen peer must minimise it there too (Adam's first step).
+  f = common.functional(race.TASKS["ffn"].model(True, 0))
+  tx = common.make_method("proxgen_unit", 1e-3, 0.1, f.spec)[0]
+  zeros = jax.tree.map(jnp.zeros_like, f.params)
+  updates, _ = jax.jit(tx.update)(zeros, tx.init(f.params), f.params)
+  roles = f.spec.roles
+  flat = {ppx.path_str(k): (np.asarray(u), np.asarray(p)) for (k, u), p in
+          zip(jax.tree_util.tree_leaves_with_path(updates),
+              jax.tree.leaves(f.params))}
+  ungrouped = [p for p, r in roles.items() if r == "ungrouped_kernel"]
+  inputs = [p for p, r in roles.items() if r == "input_kernel"]
+  assert ungrouped and inputs
+  for p in ungrouped:
+    u, x = flat[p]
+    g = 0.1 * x.astype(np.float64)           # m^ = g, sqrt(v^) = |g|
+    np.testing.assert_allclose(u, -1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-4)
+  for p in inputs:                 # no decay, zero gradient: unchanged
+    np.testing.assert_array_equal(flat[p][0], 0.0)

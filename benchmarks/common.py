@@ -159,8 +159,7 @@ def make_method(method: str, lr, lam: float, spec: ppx.UnitSpec | None,
   if method == "proxgen_unit":  # ProxGen-Adam, group lasso on every unit's v
     # Kernels in no group (a transformer's attention) get the objective's
     # coupled decay, as pathprox and adaptive_pathprox give them.
-    ungrouped = spec.mask("ungrouped_kernel")
-    return optax.chain(optax.add_decayed_weights(lam, mask=ungrouped),
+    return optax.chain(ppx.ungrouped_weight_decay(lam, spec),
                        ppx.proxgen_adam(lr, lam,
                                         ppx.group_prox_from_units(spec))), zero
   if method == "lasso":

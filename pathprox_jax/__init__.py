@@ -35,7 +35,7 @@ from pathprox_jax.transforms import (PathProxState, ProxGenSGDState,
                                      pathprox, pathprox_gradient,
                                      pathprox_groups, prox_sgd_two_stage,
                                      proxgen_adam, proxgen_sgd, proxquant,
-                                     subgradient_adam)
+                                     subgradient_adam, ungrouped_weight_decay)
 from pathprox_jax.units import (LABELS, LAYOUTS, Slice, UnitGroup, UnitMasks,
                                 UnitSpec, UnitWeights, is_kernel, kernel_mask,
                                 path_str, scale_units, where_units)
@@ -57,7 +57,8 @@ __all__ = [
     "layer_scales", "balance_groups", "balance_layers", "balance_neurons",
     "normalize_units",
     # transforms
-    "pathprox", "pathprox_gradient", "path_prox_update", "path_prox_params",
+    "pathprox", "pathprox_gradient", "ungrouped_weight_decay",
+    "path_prox_update", "path_prox_params",
     "pathprox_groups", "layerwise_balance", "map_units", "PathProxState",
     "adaptive_pathprox", "proxgen_adam", "proxgen_sgd", "ProxGenSGDState",
     "group_prox_from_units", "UnitGroupProx", "subgradient_adam",

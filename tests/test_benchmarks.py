@@ -18,6 +18,7 @@ from flax import nnx
 import pathprox_jax as ppx
 from benchmarks import common, convergence, decision_boundary, generalization
 from benchmarks import race, reproducibility, revival_trace, sparsity
+from tests.reference import flat
 
 
 def _load(path):
@@ -280,16 +281,12 @@ def test_race_proxgen_decays_the_kernels_in_no_group():
   tx = common.make_method("proxgen_unit", 1e-3, 0.1, f.spec)[0]
   zeros = jax.tree.map(jnp.zeros_like, f.params)
   updates, _ = jax.jit(tx.update)(zeros, tx.init(f.params), f.params)
-  roles = f.spec.roles
-  flat = {ppx.path_str(k): (np.asarray(u), np.asarray(p)) for (k, u), p in
-          zip(jax.tree_util.tree_leaves_with_path(updates),
-              jax.tree.leaves(f.params))}
+  u, x, roles = flat(updates), flat(f.params), f.spec.roles
   ungrouped = [p for p, r in roles.items() if r == "ungrouped_kernel"]
   inputs = [p for p, r in roles.items() if r == "input_kernel"]
   assert ungrouped and inputs
   for p in ungrouped:
-    u, x = flat[p]
-    g = 0.1 * x.astype(np.float64)           # m^ = g, sqrt(v^) = |g|
-    np.testing.assert_allclose(u, -1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-4)
+    g = 0.1 * x[p]                           # m^ = g, sqrt(v^) = |g|
+    np.testing.assert_allclose(u[p], -1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-4)
   for p in inputs:                 # no decay, zero gradient: unchanged
-    np.testing.assert_array_equal(flat[p][0], 0.0)
+    np.testing.assert_array_equal(u[p], 0.0)

@@ -343,3 +343,22 @@ def test_balancing_does_not_pump_scale_into_a_group_the_prox_kills():
     params, s = step(params, s, x[i], y[i])
   largest = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(params))
   assert np.isfinite(largest) and largest < 10.0, largest
+
+
+def test_ungrouped_weight_decay_matches_numpy():
+  # An odd-depth chain: "c" is in no group and gets g + lambda K; grouped
+  # kernels and every bias pass the gradient through unchanged.
+  rng = np.random.default_rng(0)
+  shapes = {"a": (3, 4), "b": (4, 2), "c": (2, 5)}
+  params = {k: {"kernel": rng.normal(size=s).astype(np.float32),
+                "bias": rng.normal(size=s[1]).astype(np.float32)}
+            for k, s in shapes.items()}
+  grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
+                       params)
+  units = UnitSpec.from_pairs(params, [("a", "b")])
+  tx = ppx.ungrouped_weight_decay(0.3, units)
+  out, _ = jax.jit(tx.update)(to_jnp(grads), tx.init(to_jnp(params)),
+                              to_jnp(params))
+  want = jax.tree.map(np.copy, grads)
+  want["c"]["kernel"] = grads["c"]["kernel"] + 0.3 * params["c"]["kernel"]
+  assert_tree_close(out, want)

@@ -222,12 +222,37 @@ def layerwise_balance(units: UnitSpec, *, dead_threshold: float = 1e-12
                    name="layerwise_balance")
 
 
-def _gradient_parts(learning_rate, weight_decay, units, momentum, nesterov):
+def ungrouped_weight_decay(weight_decay: float, units: UnitSpec
+                           ) -> optax.GradientTransformation:
+  r"""Coupled weight decay ``g + lambda K`` on the kernels in no unit group.
+
+  The weight decay objective charges ``lambda/2 ||K||^2`` on every kernel;
+  the grouped ones are handled by the path-norm prox, the rest (a
+  transformer's attention, an odd MLP's last layer) by this gradient term.
+  Chain it ahead of any optimizer, e.g. ``proxgen_adam`` with
+  :func:`~pathprox_jax.group_prox_from_units`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> import pathprox_jax as ppx
+    >>> params = {"a": {"kernel": jnp.ones((3, 4))}, "b": {"kernel": jnp.ones((4, 2))},
+    ...           "c": {"kernel": jnp.ones((2, 2))}}
+    >>> units = ppx.UnitSpec.from_pairs(params, [("a", "b")])
+    >>> tx = ppx.ungrouped_weight_decay(0.5, units)
+    >>> g, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    >>> float(g["c"]["kernel"][0, 0]), float(g["a"]["kernel"][0, 0])
+    (0.5, 0.0)
+  """
   check_units(units)
+  return optax.add_decayed_weights(weight_decay,
+                                   mask=units.mask(UNGROUPED_KERNEL))
+
+
+def _gradient_parts(learning_rate, weight_decay, units, momentum, nesterov):
+  decay = ungrouped_weight_decay(weight_decay, units)   # checks units first
   check_number("momentum", momentum, 0.0, 1.0)
   use_momentum = not (isinstance(momentum, (int, float)) and momentum == 0)
-  return (optax.add_decayed_weights(weight_decay,
-                                    mask=units.mask(UNGROUPED_KERNEL)),
+  return (decay,
           optax.sgd(learning_rate, momentum if use_momentum else None,
                     nesterov))
 

@@ -54,6 +54,7 @@ class Functional(NamedTuple):
   ``params`` is a plain nested dict (``nnx.to_pure_dict``), so optax and
   :class:`~pathprox_jax.UnitSpec` see ordinary pytrees.
   """
+
   apply: Callable[[Any, jax.Array], jax.Array]
   params: Any
   spec: ppx.UnitSpec | None
@@ -69,7 +70,7 @@ def functional(model: nnx.Module, with_spec: bool = True) -> Functional:
     nnx.replace_by_pure_dict(s, p)
     return nnx.merge(graphdef, s)(x)
 
-  spec = model.unit_spec() if with_spec else None   # the model's own links
+  spec = model.unit_spec() if with_spec else None  # the model's own links
   return Functional(apply, params, spec)
 
 
@@ -87,38 +88,53 @@ def dense_kernels(params: Any) -> list[jax.Array]:
 # ------------------------------------------------------------------ penalties
 def l1_penalty(params: Any) -> jax.Array:
   """``sum |K|`` over all kernels (lasso)."""
-  leaves = jax.tree.leaves(jax.tree.map(
-      lambda m, x: jnp.sum(jnp.abs(x)) if m else 0.0, ppx.kernel_mask(params),
-      params))
+  leaves = jax.tree.leaves(
+      jax.tree.map(
+          lambda m, x: jnp.sum(jnp.abs(x)) if m else 0.0,
+          ppx.units.kernel_mask(params),
+          params,
+      )
+  )
   return sum(leaves, jnp.zeros([], jnp.float32))
 
 
-def hidden_layer_specs(params: Any, relu_after: Sequence[int]
-                       ) -> list[ppx.UnitSpec]:
+def hidden_layer_specs(
+    params: Any, relu_after: Sequence[int]
+) -> list[ppx.UnitSpec]:
   """One single-group spec per ReLU hidden layer of a ``layers/i`` model (the
   layer after ``l`` in ``relu_after`` and the next one). Consecutive hidden
   layers share a kernel, so they cannot be groups of one (disjoint) spec."""
-  return [ppx.UnitSpec.from_pairs(params, [(f"layers/{l}", f"layers/{l + 1}")])
-          for l in relu_after]
+  return [
+      ppx.UnitSpec.from_pairs(params, [(f"layers/{l}", f"layers/{l + 1}")])
+      for l in relu_after
+  ]
 
 
-def hidden_unit_norms(params: Any, relu_after: Sequence[int]
-                      ) -> list[tuple[jax.Array, jax.Array]]:
+def hidden_unit_norms(
+    params: Any, relu_after: Sequence[int]
+) -> list[tuple[jax.Array, jax.Array]]:
   """For every ReLU hidden layer, the library's per-neuron ``(||w_i||, ||v_i||)``."""
-  return [ppx.unit_norms(s.gather(params)[0])
-          for s in hidden_layer_specs(params, relu_after)]
+  return [
+      ppx.prox.unit_norms(s.split(params)[0][0])
+      for s in hidden_layer_specs(params, relu_after)
+  ]
 
 
 def group_lasso_penalty(params: Any, relu_after: Sequence[int]) -> jax.Array:
   """``sum over hidden ReLU neurons of ||w_i|| + ||v_i||`` (group lasso on the
   input and on the output weights of every unit)."""
-  return sum((jnp.sum(nw) + jnp.sum(nv)
-              for nw, nv in hidden_unit_norms(params, relu_after)),
-             jnp.zeros([], jnp.float32))
+  return sum(
+      (
+          jnp.sum(nw) + jnp.sum(nv)
+          for nw, nv in hidden_unit_norms(params, relu_after)
+      ),
+      jnp.zeros([], jnp.float32),
+  )
 
 
-def hidden_unit_path_norms(params: Any, relu_after: Sequence[int]
-                           ) -> list[jax.Array]:
+def hidden_unit_path_norms(
+    params: Any, relu_after: Sequence[int]
+) -> list[jax.Array]:
   """``||w_i|| ||v_i||`` for every ReLU hidden neuron, per hidden layer."""
   return [nw * nv for nw, nv in hidden_unit_norms(params, relu_after)]
 
@@ -127,18 +143,29 @@ def hidden_unit_path_norms(params: Any, relu_after: Sequence[int]
 def project_inputs(spec: ppx.UnitSpec) -> optax.GradientTransformationExtraArgs:
   """Projects every unit's input weights to the unit sphere after the step
   (weight normalisation as a projection, paper Table 2)."""
-  return ppx.map_units(spec, lambda groups: [ppx.project_unit_sphere(x)
-                                             for x in groups])
+  return ppx.map_units(
+      spec, lambda groups: [ppx.prox.project_unit_sphere(x) for x in groups]
+  )
+
+
+def kernel_decay(lam: float) -> optax.GradientTransformation:
+  """Coupled weight decay: ``g + lam K`` on every kernel (biases not decayed),
+  the gradient of ``lam/2 sum ||K||^2``."""
+  return optax.add_decayed_weights(lam, mask=ppx.units.kernel_mask)
 
 
 def weight_decay_sgd(lr, lam: float) -> optax.GradientTransformation:
   """SGD on ``L + lam/2 sum ||K||^2`` (kernels only, biases not decayed)."""
-  return optax.chain(optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
-                     optax.sgd(lr))
+  return optax.chain(kernel_decay(lam), optax.sgd(lr))
 
 
-def make_method(method: str, lr, lam: float, spec: ppx.UnitSpec | None,
-                relu_after: Sequence[int] | None = None):
+def make_method(
+    method: str,
+    lr,
+    lam: float,
+    spec: ppx.UnitSpec | None,
+    relu_after: Sequence[int] | None = None,
+):
   """``(optax transform, penalty(params) added to the training loss)``."""
   zero = lambda p: jnp.zeros([], jnp.float32)
   if method == "pathprox":
@@ -151,17 +178,20 @@ def make_method(method: str, lr, lam: float, spec: ppx.UnitSpec | None,
     return optax.chain(weight_decay_sgd(lr, lam), project_inputs(spec)), zero
   if method == "pathnorm_sgd":
     return optax.sgd(lr), lambda p: lam * ppx.path_norm_penalty(p, spec)
-  if method == "adam_l2":      # Adam on L + lam/2 ||K||^2 (coupled decay)
-    return optax.chain(optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
-                       optax.adam(lr)), zero
-  if method == "adamw":        # decoupled decay, as a user writes it
-    return optax.adamw(lr, weight_decay=lam, mask=ppx.kernel_mask), zero
+  if method == "adam_l2":  # Adam on L + lam/2 ||K||^2 (coupled decay)
+    return optax.chain(kernel_decay(lam), optax.adam(lr)), zero
+  if method == "adamw":  # decoupled decay, as a user writes it
+    return optax.adamw(lr, weight_decay=lam, mask=ppx.units.kernel_mask), zero
   if method == "proxgen_unit":  # ProxGen-Adam, group lasso on every unit's v
     # Kernels in no group (a transformer's attention) get the objective's
     # coupled decay, as pathprox and adaptive_pathprox give them.
-    return optax.chain(ppx.ungrouped_weight_decay(lam, spec),
-                       ppx.proxgen_adam(lr, lam,
-                                        ppx.group_prox_from_units(spec))), zero
+    return (
+        optax.chain(
+            ppx.ungrouped_weight_decay(lam, spec),
+            ppx.proxgen_adam(lr, lam, ppx.prox.unit_group_lasso(spec)),
+        ),
+        zero,
+    )
   if method == "lasso":
     return optax.sgd(lr), lambda p: lam * l1_penalty(p)
   if method == "group_lasso":
@@ -189,8 +219,10 @@ class BatchSampler:
     need = steps * self.batch_size
     per_epoch = self.n - self.n % self.batch_size
     while len(self.buffer) < need:
-      self.buffer = np.concatenate(
-          [self.buffer, self.rng.permutation(self.n)[:per_epoch].astype(np.int32)])
+      self.buffer = np.concatenate([
+          self.buffer,
+          self.rng.permutation(self.n)[:per_epoch].astype(np.int32),
+      ])
     out, self.buffer = self.buffer[:need], self.buffer[need:]
     return out.reshape(steps, self.batch_size)
 
@@ -233,8 +265,9 @@ def make_chunk_runner(apply_fn, tx, penalty=None, augment=None):
         p = jax.tree.map(lambda a, m: a * m, p, mask)
       return (p, s, k), None
 
-    (params, opt_state, _), _ = jax.lax.scan(body, (params, opt_state, key),
-                                             idx)
+    (params, opt_state, _), _ = jax.lax.scan(
+        body, (params, opt_state, key), idx
+    )
     return params, opt_state
 
   return run
@@ -245,15 +278,34 @@ def predict_batched(apply_fn, params, x, batch: int = 1000) -> jax.Array:
   n = x.shape[0]
   if n <= batch:
     return apply_fn(params, x)
-  outs = [apply_fn(params, x[i:i + batch]) for i in range(0, n, batch)]
+  outs = [apply_fn(params, x[i : i + batch]) for i in range(0, n, batch)]
   return jnp.concatenate(outs)
 
 
-def train(params, tx, run, x_train, y_train, *, iterations: int,
-          batch_size: int, eval_every: int, evaluate, seed: int,
-          desc: str = "train", progress: bool = True, on_eval=None,
-          postfix: Sequence[str] = ("objective", "loss", "active", "test_acc",
-                                    "val_acc"), mask=None):
+def train(
+    params,
+    tx,
+    run,
+    x_train,
+    y_train,
+    *,
+    iterations: int,
+    batch_size: int,
+    eval_every: int,
+    evaluate,
+    seed: int,
+    desc: str = "train",
+    progress: bool = True,
+    on_eval=None,
+    postfix: Sequence[str] = (
+        "objective",
+        "loss",
+        "active",
+        "test_acc",
+        "val_acc",
+    ),
+    mask=None,
+):
   """Runs ``iterations`` steps in chunks of ``eval_every``; evaluates at 0 and
   after every chunk. Returns ``(params, history)`` where ``history`` is a list
   of metric dicts (with key ``step``).
@@ -288,7 +340,9 @@ def train(params, tx, run, x_train, y_train, *, iterations: int,
     step += k
     m = log(step, params)
     bar.update(k)
-    shown = [kk for kk in postfix if kk in m] or [kk for kk in m if kk != "step"][:3]
+    shown = [kk for kk in postfix if kk in m] or [
+        kk for kk in m if kk != "step"
+    ][:3]
     bar.set_postfix({kk: f"{m[kk]:.4g}" for kk in shown})
   bar.close()
   return params, history
@@ -317,11 +371,19 @@ def progress_bar(total: int, desc: str, *, disable: bool = False):
   import sys
 
   from tqdm.auto import tqdm
+
   if disable or sys.stderr.isatty():
-    return tqdm(total=total, desc=desc, disable=disable, leave=False,
-                dynamic_ncols=True)
-  return tqdm(total=total, desc=desc, file=_LineWriter(sys.stderr),
-              mininterval=1, ncols=110, ascii=True)
+    return tqdm(
+        total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True
+    )
+  return tqdm(
+      total=total,
+      desc=desc,
+      file=_LineWriter(sys.stderr),
+      mininterval=1,
+      ncols=110,
+      ascii=True,
+  )
 
 
 # ------------------------------------------------------------------ metrics
@@ -336,8 +398,9 @@ def count_time(fn):
 
 
 # ------------------------------------------------------------------ latency
-def latency(fns: dict[str, Callable[[], Any]], rounds: int, block: int,
-            warmup: int = 3) -> dict[str, dict]:
+def latency(
+    fns: dict[str, Callable[[], Any]], rounds: int, block: int, warmup: int = 3
+) -> dict[str, dict]:
   """Interleaved timing of zero-argument jitted calls (see module doc)."""
   for fn in fns.values():
     for _ in range(warmup):
@@ -346,7 +409,7 @@ def latency(fns: dict[str, Callable[[], Any]], rounds: int, block: int,
   per_round = {k: [] for k in fns}
   names = list(fns)
   for r in range(rounds):
-    for k in names[r % len(names):] + names[:r % len(names)]:
+    for k in names[r % len(names) :] + names[: r % len(names)]:
       block_times = []
       for _ in range(block):
         t = time.perf_counter()
@@ -357,15 +420,21 @@ def latency(fns: dict[str, Callable[[], Any]], rounds: int, block: int,
   out = {}
   for k in names:
     t = np.asarray(times[k]) * 1e3
-    out[k] = {"median_ms": float(np.median(t)),
-              "iqr_ms": [float(np.percentile(t, 25)), float(np.percentile(t, 75))],
-              "calls": len(t)}
+    out[k] = {
+        "median_ms": float(np.median(t)),
+        "iqr_ms": [float(np.percentile(t, 25)), float(np.percentile(t, 75))],
+        "calls": len(t),
+    }
   base = names[0]
   for k in names[1:]:
     ratios = np.asarray(per_round[base]) / np.asarray(per_round[k])
     out[k]["speedup_vs_" + base] = {
         "median": float(np.median(ratios)),
-        "iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
+        "iqr": [
+            float(np.percentile(ratios, 25)),
+            float(np.percentile(ratios, 75)),
+        ],
+    }
   return out
 
 
@@ -427,18 +496,32 @@ def load_json(path: str) -> Any:
     return _from_json(json.load(f))
 
 
-OUTPUT_OPTIONS = ("out", "no_progress", "copy_figures", "replot", "tag",
-                  "resume")
+OUTPUT_OPTIONS = (
+    "out",
+    "no_progress",
+    "copy_figures",
+    "replot",
+    "tag",
+    "resume",
+)
 
 
 def run_config(args, skip: Sequence[str] = ()) -> dict:
   """What a saved run depends on: ``args`` without output/display options."""
-  return {k: v for k, v in vars(args).items()
-          if k not in OUTPUT_OPTIONS and k not in skip}
+  return {
+      k: v
+      for k, v in vars(args).items()
+      if k not in OUTPUT_OPTIONS and k not in skip
+  }
 
 
-def cached_run(run_dir: str, name: str, config: dict, resume: bool,
-               compute: Callable[[], Any]) -> Any:
+def cached_run(
+    run_dir: str,
+    name: str,
+    config: dict,
+    resume: bool,
+    compute: Callable[[], Any],
+) -> Any:
   """``compute()``, saved to ``run_dir/name.json`` as soon as it returns.
 
   With ``resume`` a saved result of the same ``config`` is loaded instead.
@@ -458,17 +541,24 @@ def cached_run(run_dir: str, name: str, config: dict, resume: bool,
 
 
 def environment() -> dict:
-  return {"jax": jax.__version__, "optax": optax.__version__,
-          "backend": jax.default_backend(), "devices": jax.device_count(),
-          "cpu_count": os.cpu_count(), "platform": platform.platform(),
-          "python": platform.python_version()}
+  return {
+      "jax": jax.__version__,
+      "optax": optax.__version__,
+      "backend": jax.default_backend(),
+      "devices": jax.device_count(),
+      "cpu_count": os.cpu_count(),
+      "platform": platform.platform(),
+      "python": platform.python_version(),
+  }
 
 
 def pyplot():
   """matplotlib.pyplot with the Agg backend."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -487,30 +577,70 @@ def save_figure(fig, path: str, copy_to_docs: bool = False) -> list[str]:
   return paths
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(
+    description: str,
+    *,
+    quick_time: str,
+    resume: bool = True,
+    figures: bool = True,
+) -> argparse.ArgumentParser:
+  """The options every benchmark shares.
+
+  Args:
+    description: the ``--help`` summary.
+    quick_time: the measured wall time of ``--quick`` on the 2 shared CPU
+      cores of the development machine, e.g. ``"about 30 s"`` (shown in
+      ``--help``; ``benchmarks/RESULTS.md``, "Smoke runs", has the table).
+    resume: offer ``--resume`` (only where finished parts are saved).
+    figures: offer ``--copy-figures`` (only where PNGs are drawn).
+  """
   p = argparse.ArgumentParser(
       description=description,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--quick", action="store_true",
-                 help="tiny configuration that runs in seconds (smoke test)")
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
+  p.add_argument(
+      "--quick",
+      action="store_true",
+      help=(
+          "tiny configuration, a smoke test (measured: "
+          f"{quick_time} on 2 shared CPU cores)"
+      ),
+  )
   p.add_argument("--seed", type=int, default=0, help="model init / batch seed")
-  p.add_argument("--out", default=None,
-                 help="output directory (default: results/<benchmark>/)")
-  p.add_argument("--no-progress", action="store_true",
-                 help="disable the tqdm progress bar")
-  p.add_argument("--copy-figures", action="store_true",
-                 help="also write the PNGs into docs/figures/")
-  p.add_argument("--resume", action="store_true",
-                 help="load the runs a previous run of the same command "
-                      "saved (results/<benchmark>/runs/) and do only the "
-                      "missing ones")
+  p.add_argument(
+      "--out",
+      default=None,
+      help="output directory (default: results/<benchmark>/)",
+  )
+  p.add_argument(
+      "--no-progress", action="store_true", help="disable the tqdm progress bar"
+  )
+  if figures:
+    p.add_argument(
+        "--copy-figures",
+        action="store_true",
+        help="also write the PNGs into docs/figures/",
+    )
+  if resume:
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help=(
+            "load the parts a previous run of the same command "
+            "saved (results/<benchmark>/runs/) and do only the "
+            "missing ones"
+        ),
+    )
   return p
 
 
 def fmt_table(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
   rows = [[str(c) for c in r] for r in rows]
-  widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-            for i, h in enumerate(header)]
+  widths = [
+      max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+      for i, h in enumerate(header)
+  ]
   line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
-  return "\n".join([line(header), line(["-" * w for w in widths])]
-                   + [line(r) for r in rows])
+  return "\n".join(
+      [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+  )

@@ -42,10 +42,15 @@ Measured for each network before and after compaction:
 Usage::
 
     python -m benchmarks.compaction             # 5-10 min on 2 shared CPU cores
-    python -m benchmarks.compaction --quick     # smoke test, ~1 min (too short for units to die)
+    python -m benchmarks.compaction --quick     # smoke test, 48-61 s (too short for units to die)
     python -m benchmarks.compaction --steps 20000
 
-Results go to ``results/compaction/compaction[_quick].json``.
+Each network's measurements are saved to ``results/compaction/runs/`` as soon
+as they are done; ``--resume`` loads them instead of training again. Results
+go to ``results/compaction/compaction[_quick].json`` and ``.png`` (active
+units during training; size, FLOPs and latency of the compact network
+relative to the dense one); ``benchmarks/RESULTS.md``, "Compaction", has the
+measured numbers.
 """
 
 from __future__ import annotations
@@ -66,8 +71,10 @@ from pathprox_jax.models.vgg import VGG19_CONFIG
 
 # --------------------------------------------------------------- counting
 def num_params(model: nnx.Module) -> int:
-  return sum(int(np.prod(a.shape))
-             for a in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  return sum(
+      int(np.prod(a.shape))
+      for a in jax.tree.leaves(nnx.state(model, nnx.Param))
+  )
 
 
 def analytic_flops(model: nnx.Module, image_hw: int = 32) -> int:
@@ -102,33 +109,49 @@ def measure(model, small, x_eval, y_eval, example_shape, args, desc):
   """Size, FLOPs, latency and accuracy of ``model`` vs its compact ``small``."""
   fb = common.functional(model, with_spec=False)
   fs = common.functional(small, with_spec=False)
-  nets = {"dense": (model, fb, jax.jit(fb.apply)), "compact": (small, fs, jax.jit(fs.apply))}
-  outputs = {k: (lambda x, f=f, a=a: common.predict_batched(a, f.params, x))
-             for k, (_, f, a) in nets.items()}
+  nets = {
+      "dense": (model, fb, jax.jit(fb.apply)),
+      "compact": (small, fs, jax.jit(fs.apply)),
+  }
+  outputs = {
+      k: lambda x, f=f, a=a: common.predict_batched(a, f.params, x)
+      for k, (_, f, a) in nets.items()
+  }
   res = {"dense": {}, "compact": {}}
-  for name, (m, f, a) in nets.items():
+  for name, (m, _, _) in nets.items():
     r = res[name]
     r["params"] = num_params(m)
     r["analytic_flops_per_example"] = analytic_flops(m)
-    r["test_accuracy"] = float(common.accuracy(outputs[name](jnp.asarray(x_eval)),
-                                               jnp.asarray(y_eval)))
-  err = ppx.compaction_error(outputs["dense"], outputs["compact"], jnp.asarray(x_eval))
+    r["test_accuracy"] = float(
+        common.accuracy(outputs[name](jnp.asarray(x_eval)), jnp.asarray(y_eval))
+    )
+  err = ppx.compaction_error(
+      outputs["dense"], outputs["compact"], jnp.asarray(x_eval)
+  )
   res["relative_output_change"], res["max_abs_output_change"] = err
   rng = np.random.default_rng(0)
   for batch in (1, 256):
     x = jnp.asarray(rng.normal(size=(batch, *example_shape)).astype(np.float32))
-    for name, (_, f, a) in nets.items():
+    for name, (_, f, _) in nets.items():
       res[name][f"xla_flops_batch{batch}"] = xla_flops(f.apply, f.params, x)
-    rounds, block = ((args.rounds, args.block_b1) if batch == 1
-                     else (args.rounds, args.block_b256))
-    fns = {name: (lambda x=x, f=f, a=a: a(f.params, x))
-           for name, (_, f, a) in nets.items()}
+    rounds, block = (
+        (args.rounds, args.block_b1)
+        if batch == 1
+        else (args.rounds, args.block_b256)
+    )
+    fns = {
+        name: lambda x=x, f=f, a=a: a(f.params, x)
+        for name, (_, f, a) in nets.items()
+    }
     lat = common.latency(fns, rounds, block)
     for name in fns:
       res[name][f"latency_batch{batch}"] = lat[name]
     res[f"speedup_batch{batch}"] = lat["compact"]["speedup_vs_dense"]
-    print(f"  [{desc}] batch {batch}: dense {lat['dense']['median_ms']:.3f} ms, "
-          f"compact {lat['compact']['median_ms']:.3f} ms", flush=True)
+    print(
+        f"  [{desc}] batch {batch}: dense {lat['dense']['median_ms']:.3f} ms, "
+        f"compact {lat['compact']['median_ms']:.3f} ms",
+        flush=True,
+    )
   return res
 
 
@@ -152,59 +175,142 @@ def threshold_variant(model, params, spec, thr, x_eval, y_eval):
   out_s = lambda x, a=jax.jit(fs.apply): common.predict_batched(a, fs.params, x)
   err = ppx.compaction_error(out_b, out_s, jnp.asarray(x_eval))
   acc = float(common.accuracy(out_s(jnp.asarray(x_eval)), jnp.asarray(y_eval)))
-  return {"threshold": thr, "units": list(small_spec.num_units),
-          "params": num_params(small), "test_accuracy": acc,
-          "relative_output_change": err.relative}
+  return {
+      "threshold": thr,
+      "units": list(small_spec.num_units),
+      "params": num_params(small),
+      "test_accuracy": acc,
+      "relative_output_change": err.relative,
+  }
 
 
 # ------------------------------------------------------------------ tasks
-def train_pathprox(model, x, y, x_eval, y_eval, lr, lam, steps, batch, eval_every,
-                   seed, progress, desc):
+def train_pathprox(
+    model,
+    x,
+    y,
+    x_eval,
+    y_eval,
+    lr,
+    lam,
+    steps,
+    batch,
+    eval_every,
+    seed,
+    progress,
+    desc,
+):
   f = common.functional(model)
   tx = ppx.pathprox(lr, lam, f.spec)
   run = common.make_chunk_runner(f.apply, tx)
   xe, ye = jnp.asarray(x_eval), jnp.asarray(y_eval)
-  evaluate = jax.jit(lambda p: {
-      "loss": common.cross_entropy(common.predict_batched(f.apply, p, xe), ye),
-      "test_acc": common.accuracy(common.predict_batched(f.apply, p, xe), ye),
-      "active": ppx.active_units(p, f.spec).fraction})
+  evaluate = jax.jit(
+      lambda p: {
+          "loss": common.cross_entropy(
+              common.predict_batched(f.apply, p, xe), ye
+          ),
+          "test_acc": common.accuracy(
+              common.predict_batched(f.apply, p, xe), ye
+          ),
+          "active": ppx.active_units(p, f.spec).fraction,
+      }
+  )
   t = time.perf_counter()
   params, history = common.train(
-      common.copy_tree(f.params), tx, run, x, y, iterations=steps,
-      batch_size=batch, eval_every=eval_every, evaluate=evaluate, seed=seed,
-      desc=desc, progress=progress, postfix=("loss", "active", "test_acc"))
+      common.copy_tree(f.params),
+      tx,
+      run,
+      x,
+      y,
+      iterations=steps,
+      batch_size=batch,
+      eval_every=eval_every,
+      evaluate=evaluate,
+      seed=seed,
+      desc=desc,
+      progress=progress,
+      postfix=("loss", "active", "test_acc"),
+  )
   return params, f.spec, history, time.perf_counter() - t
 
 
-def run_network(name, model, params, spec, history, train_s, x_eval, y_eval,
-                example_shape, args, hparams):
+def run_network(
+    name,
+    model,
+    params,
+    spec,
+    history,
+    train_s,
+    x_eval,
+    y_eval,
+    example_shape,
+    args,
+    hparams,
+):
   trained = ppx.rebuild(model, params)
   small_p, small_spec = ppx.compact(params, spec)
   small = ppx.rebuild(trained, small_p)
-  print(f"[{name}] units per group {spec.num_units} -> {small_spec.num_units}", flush=True)
+  print(
+      f"[{name}] units per group {spec.num_units} -> {small_spec.num_units}",
+      flush=True,
+  )
   res = measure(trained, small, x_eval, y_eval, example_shape, args, name)
   res.update({
-      "hyperparameters": hparams, "train_seconds": train_s,
-      "units_before": list(spec.num_units), "units_after": list(small_spec.num_units),
+      "hyperparameters": hparams,
+      "train_seconds": train_s,
+      "units_before": list(spec.num_units),
+      "units_after": list(small_spec.num_units),
       "active_curve": active_curve(history),
       "first_step_active_below_0.99": first_step_below(history, 0.99),
       "first_step_active_below_0.5": first_step_below(history, 0.5),
-      "threshold_1e-5": threshold_variant(trained, params, spec, 1e-5, x_eval, y_eval),
+      "threshold_1e-5": threshold_variant(
+          trained, params, spec, 1e-5, x_eval, y_eval
+      ),
   })
   return res
 
 
 def task1(args):
   from pathprox_jax.data import load_mnist_subset
+
   data = load_mnist_subset(train_per_class=100, seed=args.seed)
   model = ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(args.seed))
-  hp = {"model": "FactorizedMLP(3, 400)", "data": "MNIST 1000 train / 4000 test",
-        "batch": 200, "lr": 0.3, "lambda": 1e-4, "steps": args.steps}
+  hp = {
+      "model": "FactorizedMLP(3, 400)",
+      "data": "MNIST 1000 train / 4000 test",
+      "batch": 200,
+      "lr": 0.3,
+      "lambda": 1e-4,
+      "steps": args.steps,
+  }
   params, spec, hist, secs = train_pathprox(
-      model, data.x_train, data.y_train, data.x_test, data.y_test, 0.3, 1e-4,
-      args.steps, 200, args.eval_every, args.seed, not args.no_progress, "task1")
-  return run_network("task1", model, params, spec, hist, secs, data.x_test,
-                     data.y_test, (784,), args, hp)
+      model,
+      data.x_train,
+      data.y_train,
+      data.x_test,
+      data.y_test,
+      0.3,
+      1e-4,
+      args.steps,
+      200,
+      args.eval_every,
+      args.seed,
+      not args.no_progress,
+      "task1",
+  )
+  return run_network(
+      "task1",
+      model,
+      params,
+      spec,
+      hist,
+      secs,
+      data.x_test,
+      data.y_test,
+      (784,),
+      args,
+      hp,
+  )
 
 
 def synthetic_images(n, seed):
@@ -219,14 +325,32 @@ def vgg(args):
   x, y = synthetic_images(1024, args.seed)
   xe, ye = synthetic_images(256, args.seed + 1)
   model = ppx.VGG19(width_multiplier=1 / 8, rngs=nnx.Rngs(args.seed))
-  hp = {"model": "VGG19(width_multiplier=1/8)", "data": "synthetic 1024 train / 512 eval",
-        "batch": args.vgg_batch, "lr": args.vgg_lr, "lambda": args.vgg_lam,
-        "steps": args.vgg_steps}
+  hp = {
+      "model": "VGG19(width_multiplier=1/8)",
+      "data": "synthetic 1024 train / 512 eval",
+      "batch": args.vgg_batch,
+      "lr": args.vgg_lr,
+      "lambda": args.vgg_lam,
+      "steps": args.vgg_steps,
+  }
   params, spec, hist, secs = train_pathprox(
-      model, x, y, xe, ye, args.vgg_lr, args.vgg_lam, args.vgg_steps,
-      args.vgg_batch, 20, args.seed, not args.no_progress, "vgg")
-  return run_network("vgg19", model, params, spec, hist, secs, xe, ye,
-                     (32, 32, 3), args, hp)
+      model,
+      x,
+      y,
+      xe,
+      ye,
+      args.vgg_lr,
+      args.vgg_lam,
+      args.vgg_steps,
+      args.vgg_batch,
+      20,
+      args.seed,
+      not args.no_progress,
+      "vgg",
+  )
+  return run_network(
+      "vgg19", model, params, spec, hist, secs, xe, ye, (32, 32, 3), args, hp
+  )
 
 
 # ------------------------------------------------------------------- report
@@ -238,30 +362,133 @@ def table(results) -> str:
     for which in ("dense", "compact"):
       m = r[which]
       rows.append([
-          name, which,
-          "/".join(map(str, r["units_before" if which == "dense" else "units_after"])),
-          f"{m['params']:,}", f"{m['analytic_flops_per_example'] / 1e6:.2f}",
+          name,
+          which,
+          "/".join(
+              map(str, r["units_before" if which == "dense" else "units_after"])
+          ),
+          f"{m['params']:,}",
+          f"{m['analytic_flops_per_example'] / 1e6:.2f}",
           f"{m['xla_flops_batch1'] / 1e6:.2f}",
           f"{m['latency_batch1']['median_ms']:.3f}",
           f"{m['latency_batch256']['median_ms']:.2f}",
-          f"{m['test_accuracy']:.4f}"])
-  return common.fmt_table(rows, ["net", "", "units/group", "params", "MFLOP/ex",
-                                 "XLA MFLOP b1", "ms b1", "ms b256", "acc"])
+          f"{m['test_accuracy']:.4f}",
+      ])
+  return common.fmt_table(
+      rows,
+      [
+          "net",
+          "",
+          "units/group",
+          "params",
+          "MFLOP/ex",
+          "XLA MFLOP b1",
+          "ms b1",
+          "ms b256",
+          "acc",
+      ],
+  )
+
+
+NETWORKS = {
+    "task1": "Task 1: FactorizedMLP(3, 400), MNIST",
+    "vgg19": "VGG19 x1/8, synthetic images",
+}
+# What each network's measurement depends on besides the shared options.
+OTHER_OPTIONS = {
+    "task1": ("vgg_steps", "vgg_batch", "vgg_lr", "vgg_lam", "skip_vgg"),
+    "vgg19": ("steps", "eval_every", "skip_vgg"),
+}
+
+
+def plot(results, path: str, copy: bool, quick: bool) -> list[str]:
+  """Active units during training (one panel per network) and the compact
+  network's size, FLOPs and latency relative to the dense one."""
+  plt = common.pyplot()
+  nets = [n for n in NETWORKS if n in results]
+  fig, axes = plt.subplots(1, len(nets) + 1, figsize=(5 * (len(nets) + 1), 4))
+  for ax, name in zip(axes, nets):
+    r = results[name]
+    curve = r["active_curve"]
+    ax.plot(
+        [c["step"] for c in curve],
+        [100 * c["active"] for c in curve],
+        marker=".",
+        color="tab:red",
+    )
+    ax.set_title(
+        f"{NETWORKS[name]}\nunits per group "
+        f"{'/'.join(map(str, r['units_before']))} -> "
+        f"{'/'.join(map(str, r['units_after']))}",
+        fontsize=9,
+    )
+    ax.set_xlabel("PathProx step")
+    ax.set_ylabel("active units (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+  ax = axes[-1]
+  quantities = (
+      ("params", "parameters"),
+      ("analytic_flops_per_example", "FLOPs / example"),
+      ("latency_batch1", "latency, batch 1"),
+      ("latency_batch256", "latency, batch 256"),
+  )
+  x = np.arange(len(quantities))
+  for k, name in enumerate(nets):
+    r = results[name]
+    value = lambda m, q: r[m][q]["median_ms"] if "latency" in q else r[m][q]
+    ratios = [value("compact", q) / value("dense", q) for q, _ in quantities]
+    ax.bar(
+        x + (k - (len(nets) - 1) / 2) * 0.35,
+        ratios,
+        width=0.35,
+        label=NETWORKS[name],
+    )
+  ax.axhline(1.0, color="k", lw=0.8)
+  ax.set_xticks(x, [label for _, label in quantities], fontsize=8)
+  ax.set_ylabel("compact / dense (latency: median of all calls)")
+  ax.set_title("what compaction (threshold 0) keeps", fontsize=9)
+  ax.legend(fontsize=7)
+  fig.suptitle(
+      "PathProx-pruned networks before and after compaction"
+      + (" [QUICK]" if quick else ""),
+      fontsize=10,
+  )
+  fig.tight_layout()
+  return common.save_figure(fig, path, copy)
 
 
 def parse_args(argv=None):
-  p = common.base_parser(__doc__.splitlines()[0])
-  p.add_argument("--steps", type=int, default=15000, help="Task 1 PathProx steps")
-  p.add_argument("--eval-every", type=int, default=500,
-                 help="Task 1 steps between evaluations (active-unit curve)")
-  p.add_argument("--vgg-steps", type=int, default=120, help="VGG19 PathProx steps")
+  p = common.base_parser(__doc__.splitlines()[0], quick_time="48-61 s")
+  p.add_argument(
+      "--steps", type=int, default=15000, help="Task 1 PathProx steps"
+  )
+  p.add_argument(
+      "--eval-every",
+      type=int,
+      default=500,
+      help="Task 1 steps between evaluations (active-unit curve)",
+  )
+  p.add_argument(
+      "--vgg-steps", type=int, default=120, help="VGG19 PathProx steps"
+  )
   p.add_argument("--vgg-batch", type=int, default=16, help="VGG19 batch size")
-  p.add_argument("--vgg-lr", type=float, default=0.1, help="VGG19 learning rate")
-  p.add_argument("--vgg-lam", type=float, default=0.1,
-                 help="VGG19 lambda (deliberately large, see the module doc)")
+  p.add_argument(
+      "--vgg-lr", type=float, default=0.1, help="VGG19 learning rate"
+  )
+  p.add_argument(
+      "--vgg-lam",
+      type=float,
+      default=0.1,
+      help="VGG19 lambda (deliberately large, see the module doc)",
+  )
   p.add_argument("--rounds", type=int, default=30, help="latency rounds")
-  p.add_argument("--block-b1", type=int, default=20, help="batch-1 calls per round")
-  p.add_argument("--block-b256", type=int, default=5, help="batch-256 calls per round")
+  p.add_argument(
+      "--block-b1", type=int, default=20, help="batch-1 calls per round"
+  )
+  p.add_argument(
+      "--block-b256", type=int, default=5, help="batch-256 calls per round"
+  )
   p.add_argument("--skip-vgg", action="store_true", help="only run Task 1")
   args = p.parse_args(argv)
   if args.quick:
@@ -272,25 +499,44 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  out = common.results_dir("compaction", args.out)
+  out, tag, run_dir = common.run_dirs("compaction", args.out, args.quick)
   t0 = time.perf_counter()
   results = {"environment": common.environment(), "quick": args.quick}
-  results["task1"] = task1(args)
-  if not args.skip_vgg:
-    results["vgg19"] = vgg(args)
+  for name, measure_net in (("task1", task1), ("vgg19", vgg)):
+    if name == "vgg19" and args.skip_vgg:
+      continue
+    results[name] = common.cached_run(
+        run_dir,
+        name + tag,
+        common.run_config(args, OTHER_OPTIONS[name]),
+        args.resume,
+        lambda f=measure_net: f(args),
+    )
   results["total_seconds"] = time.perf_counter() - t0
-  path = os.path.join(out, "compaction_quick.json" if args.quick else "compaction.json")
+  path = os.path.join(out, f"compaction{tag}.json")
+  results["figures"] = plot(
+      results,
+      os.path.join(out, f"compaction{tag}.png"),
+      args.copy_figures,
+      args.quick,
+  )
   common.save_json(path, results)
   print(table(results))
-  for name in ("task1", "vgg19"):
+  for name in NETWORKS:
     if name in results:
       r = results[name]
-      print(f"{name}: speed-up b1 {r['speedup_batch1']['median']:.2f}x, b256 "
-            f"{r['speedup_batch256']['median']:.2f}x; relative output change "
-            f"{r['relative_output_change']:.2e}; threshold 1e-5: units "
-            f"{r['threshold_1e-5']['units']}, change "
-            f"{r['threshold_1e-5']['relative_output_change']:.2e}")
-  print(f"wrote {path} ({results['total_seconds']:.0f} s)")
+      print(
+          f"{name}: speed-up b1 {r['speedup_batch1']['median']:.2f}x, b256 "
+          f"{r['speedup_batch256']['median']:.2f}x; relative output change "
+          f"{r['relative_output_change']:.2e}; threshold 1e-5: units "
+          f"{r['threshold_1e-5']['units']}, change "
+          f"{r['threshold_1e-5']['relative_output_change']:.2e}"
+      )
+  print(
+      f"wrote {path} and {', '.join(results['figures'])} "
+      f"({results['total_seconds']:.0f} s)"
+  )
+  return results
 
 
 if __name__ == "__main__":

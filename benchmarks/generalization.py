@@ -53,7 +53,10 @@ HPARAMS = {
     3: {"weight_decay": (0.1, 1e-3), "pathprox": (0.1, 1e-3)},
     4: {"weight_decay": (0.3, 1e-3), "pathprox": (0.1, 3e-3)},
 }
-ABLATION_BASE = {"weight_norm": "weight_decay", "pathprox_nobalance": "pathprox"}
+ABLATION_BASE = {
+    "weight_norm": "weight_decay",
+    "pathprox_nobalance": "pathprox",
+}
 
 
 @dataclasses.dataclass
@@ -71,41 +74,89 @@ class Task:
 
 
 def parse_args(argv=None):
-  p = common.base_parser(__doc__.split("\n\n")[0])
-  p.add_argument("--tasks", type=int, nargs="+", default=[1, 2],
-                 choices=[1, 2, 3, 4])
-  p.add_argument("--seeds", type=int, default=3,
-                 help="number of seeds: --seed, --seed + 1, ...")
-  p.add_argument("--methods", nargs="+", default=["weight_decay", "pathprox"],
-                 choices=["weight_decay", "pathprox", "weight_norm",
-                          "pathprox_nobalance"],
-                 help="base methods (the ablation flags add theirs)")
-  p.add_argument("--iterations-task1", type=int, default=5000,
-                 help="paper: 100k")
-  p.add_argument("--iterations-task2", type=int, default=5000,
-                 help="paper: 50k on 55k images")
+  p = common.base_parser(__doc__.split("\n\n")[0], quick_time="9-15 s")
+  p.add_argument(
+      "--tasks", type=int, nargs="+", default=[1, 2], choices=[1, 2, 3, 4]
+  )
+  p.add_argument(
+      "--seeds",
+      type=int,
+      default=3,
+      help="number of seeds: --seed, --seed + 1, ...",
+  )
+  p.add_argument(
+      "--methods",
+      nargs="+",
+      default=["weight_decay", "pathprox"],
+      choices=["weight_decay", "pathprox", "weight_norm", "pathprox_nobalance"],
+      help="base methods (the ablation flags add theirs)",
+  )
+  p.add_argument(
+      "--iterations-task1", type=int, default=5000, help="paper: 100k"
+  )
+  p.add_argument(
+      "--iterations-task2",
+      type=int,
+      default=5000,
+      help="paper: 50k on 55k images",
+  )
   p.add_argument("--eval-every", type=int, default=250)
   p.add_argument("--val-size", type=int, default=500)
-  p.add_argument("--weight-norm", action="store_true",
-                 help="add SGD + WD + unit-sphere projection (Table 2)")
-  p.add_argument("--no-balance", action="store_true",
-                 help="add PathProx without layer-wise balancing (Table 3)")
-  p.add_argument("--data-dir", default=None,
-                 help="TFDS data dir (MNIST-C, CIFAR10(-C), SVHN); default "
-                      "$TFDS_DATA_DIR or ~/tensorflow_datasets")
-  p.add_argument("--width-multiplier", type=float, default=1.0,
-                 help="VGG19 channel multiplier (tasks 3/4)")
-  p.add_argument("--max-steps", type=int, default=64000,
-                 help="VGG19 training steps (tasks 3/4); lr x0.1 at 50%% and "
-                      "75%% (the paper's epochs 80 and 120 of 160)")
-  p.add_argument("--synthetic-cifar", type=int, default=0, metavar="N",
-                 help="(smoke test) run task 3 on N random CIFAR-shaped images")
-  p.add_argument("--normalize-init", action="store_true",
-                 help="rescale every unit to ||w_i|| = 1 at init (function "
-                      "preserving) for all methods")
+  p.add_argument(
+      "--weight-norm",
+      action="store_true",
+      help="add SGD + WD + unit-sphere projection (Table 2)",
+  )
+  p.add_argument(
+      "--no-balance",
+      action="store_true",
+      help="add PathProx without layer-wise balancing (Table 3)",
+  )
+  p.add_argument(
+      "--data-dir",
+      default=None,
+      help=(
+          "TFDS data dir (MNIST-C, CIFAR10(-C), SVHN); default "
+          "$TFDS_DATA_DIR or ~/tensorflow_datasets"
+      ),
+  )
+  p.add_argument(
+      "--width-multiplier",
+      type=float,
+      default=1.0,
+      help="VGG19 channel multiplier (tasks 3/4)",
+  )
+  p.add_argument(
+      "--max-steps",
+      type=int,
+      default=64000,
+      help=(
+          "VGG19 training steps (tasks 3/4); lr x0.1 at 50%% and "
+          "75%% (the paper's epochs 80 and 120 of 160)"
+      ),
+  )
+  p.add_argument(
+      "--synthetic-cifar",
+      type=int,
+      default=0,
+      metavar="N",
+      help="(smoke test) run task 3 on N random CIFAR-shaped images",
+  )
+  p.add_argument(
+      "--normalize-init",
+      action="store_true",
+      help=(
+          "rescale every unit to ||w_i|| = 1 at init (function "
+          "preserving) for all methods"
+      ),
+  )
   p.add_argument("--data-seed", type=int, default=0)
-  p.add_argument("--replot", default=None, metavar="JSON",
-                 help="only redraw the figure from a saved results JSON")
+  p.add_argument(
+      "--replot",
+      default=None,
+      metavar="JSON",
+      help="only redraw the figure from a saved results JSON",
+  )
   args = p.parse_args(argv)
   if args.quick:
     args.seeds = min(args.seeds, 2)
@@ -121,26 +172,51 @@ def _mnist_tasks(args):
   if 1 in args.tasks:
     s = ppd.load_mnist_subset(100, seed=args.data_seed)
     nv = args.val_size
-    d = {"x_train": s.x_train, "y_train": s.y_train,
-         "x_val": s.x_test[:nv], "y_val": s.y_test[:nv],
-         "x_test": s.x_test[nv:], "y_test": s.y_test[nv:]}
+    d = {
+        "x_train": s.x_train,
+        "y_train": s.y_train,
+        "x_val": s.x_test[:nv],
+        "y_val": s.y_test[:nv],
+        "x_test": s.x_test[nv:],
+        "y_test": s.y_test[nv:],
+    }
     width = 32 if args.quick else 400
-    tasks.append(Task(1, "MNIST subset, FactorizedMLP(3, 400)",
-                      lambda seed: ppx.FactorizedMLP(3, width,
-                                                     rngs=nnx.Rngs(seed)),
-                      d, args.iterations_task1, 200, args.eval_every,
-                      corrupted=lambda: _mnist_c(args)))
+    tasks.append(
+        Task(
+            1,
+            "MNIST subset, FactorizedMLP(3, 400)",
+            lambda seed: ppx.FactorizedMLP(3, width, rngs=nnx.Rngs(seed)),
+            d,
+            args.iterations_task1,
+            200,
+            args.eval_every,
+            corrupted=lambda: _mnist_c(args),
+        )
+    )
   if 2 in args.tasks:
     s = ppd.load_mnist_subset(400, seed=args.data_seed)
     nv = args.val_size
-    d = {"x_train": s.x_train[nv:], "y_train": s.y_train[nv:],
-         "x_val": s.x_train[:nv], "y_val": s.y_train[:nv],
-         "x_test": s.x_test, "y_test": s.y_test}
+    d = {
+        "x_train": s.x_train[nv:],
+        "y_train": s.y_train[nv:],
+        "x_val": s.x_train[:nv],
+        "y_val": s.y_train[:nv],
+        "x_test": s.x_test,
+        "y_test": s.y_test,
+    }
     width = 32 if args.quick else 400
-    tasks.append(Task(2, "MNIST 4000/1000, MLP(6, 400)",
-                      lambda seed: ppx.MLP(6, width, rngs=nnx.Rngs(seed)),
-                      d, args.iterations_task2, 200, args.eval_every,
-                      corrupted=lambda: _mnist_c(args)))
+    tasks.append(
+        Task(
+            2,
+            "MNIST 4000/1000, MLP(6, 400)",
+            lambda seed: ppx.MLP(6, width, rngs=nnx.Rngs(seed)),
+            d,
+            args.iterations_task2,
+            200,
+            args.eval_every,
+            corrupted=lambda: _mnist_c(args),
+        )
+    )
   if args.quick:
     for t in tasks:
       t.data = {k: v[:300] for k, v in t.data.items()}
@@ -172,7 +248,9 @@ def _cifar_c(args):
 def _vgg_schedule(max_steps):
   def make(lr):
     return optax.piecewise_constant_schedule(
-        lr, {int(0.5 * max_steps): 0.1, int(0.75 * max_steps): 0.1})
+        lr, {int(0.5 * max_steps): 0.1, int(0.75 * max_steps): 0.1}
+    )
+
   return make
 
 
@@ -185,30 +263,60 @@ def _vgg_tasks(args):
     if number == 3 and args.synthetic_cifar:
       rng = np.random.default_rng(args.data_seed)
       n = args.synthetic_cifar
-      mk = lambda k: (rng.normal(size=(k, 32, 32, 3)).astype(np.float32),
-                      rng.integers(0, 10, k).astype(np.int32))
-      (xt, yt), (xv, yv), (xs, ys) = mk(n), mk(max(n // 4, 8)), mk(max(n // 4, 8))
-      d = {"x_train": xt, "y_train": yt, "x_val": xv, "y_val": yv,
-           "x_test": xs, "y_test": ys}
+      mk = lambda k: (
+          rng.normal(size=(k, 32, 32, 3)).astype(np.float32),
+          rng.integers(0, 10, k).astype(np.int32),
+      )
+      (xt, yt), (xv, yv), (xs, ys) = (
+          mk(n),
+          mk(max(n // 4, 8)),
+          mk(max(n // 4, 8)),
+      )
+      d = {
+          "x_train": xt,
+          "y_train": yt,
+          "x_val": xv,
+          "y_val": yv,
+          "x_test": xs,
+          "y_test": ys,
+      }
       label = "synthetic CIFAR-shaped data"
     else:
       try:
         s = ppd.load_tfds(name, data_dir=args.data_dir)
       except (ppd.DatasetNotPreparedError, ImportError) as e:
-        print(f"NOTE: task {number} skipped: {name} is not available in "
-              f"--data-dir ({str(e).splitlines()[0]})", flush=True)
+        print(
+            f"NOTE: task {number} skipped: {name} is not available in "
+            f"--data-dir ({str(e).splitlines()[0]})",
+            flush=True,
+        )
         continue
-      d = {"x_train": s.x_train, "y_train": s.y_train, "x_val": s.x_val,
-           "y_val": s.y_val, "x_test": s.x_test, "y_test": s.y_test}
+      d = {
+          "x_train": s.x_train,
+          "y_train": s.y_train,
+          "x_val": s.x_val,
+          "y_val": s.y_val,
+          "x_test": s.x_test,
+          "y_test": s.y_test,
+      }
     wm = args.width_multiplier
     augment = ppd.random_crop_flip if number == 3 else None  # SVHN: none
-    tasks.append(Task(
-        number, f"{label}, VGG19 x{wm:g}",
-        lambda seed, wm=wm: ppx.VGG19(10, wm, rngs=nnx.Rngs(seed)),
-        d, args.max_steps, 128, min(args.eval_every, args.max_steps),
-        schedule=_vgg_schedule(args.max_steps), augment=augment,
-        corrupted=(lambda: _cifar_c(args)) if number == 3 and not
-        args.synthetic_cifar else None))
+    tasks.append(
+        Task(
+            number,
+            f"{label}, VGG19 x{wm:g}",
+            lambda seed, wm=wm: ppx.VGG19(10, wm, rngs=nnx.Rngs(seed)),
+            d,
+            args.max_steps,
+            128,
+            min(args.eval_every, args.max_steps),
+            schedule=_vgg_schedule(args.max_steps),
+            augment=augment,
+            corrupted=(lambda: _cifar_c(args))
+            if number == 3 and not args.synthetic_cifar
+            else None,
+        )
+    )
   return tasks
 
 
@@ -220,12 +328,15 @@ def make_evaluator(apply_fn, spec, data, chunk=1000):
   def evaluate(params):
     return {
         "val_acc": common.accuracy(
-            common.predict_batched(apply_fn, params, xv, chunk), yv),
+            common.predict_batched(apply_fn, params, xv, chunk), yv
+        ),
         "test_acc": common.accuracy(
-            common.predict_batched(apply_fn, params, xt, chunk), yt),
+            common.predict_batched(apply_fn, params, xt, chunk), yt
+        ),
         "active": ppx.active_units(params, spec, 0.0).fraction,
         "active_1e-5": ppx.active_units(params, spec, 1e-5).fraction,
     }
+
   return evaluate
 
 
@@ -233,9 +344,16 @@ def corrupted_accuracy(apply_fn, params, sets, chunk=1000):
   acc_fn = jax.jit(lambda p, x, y: jnp.sum(jnp.argmax(apply_fn(p, x), -1) == y))
   accs = {}
   for name, x, y in sets:
-    correct = sum(int(acc_fn(params, jnp.asarray(x[i:i + chunk]),
-                             jnp.asarray(y[i:i + chunk])))
-                  for i in range(0, len(x), chunk))
+    correct = sum(
+        int(
+            acc_fn(
+                params,
+                jnp.asarray(x[i : i + chunk]),
+                jnp.asarray(y[i : i + chunk]),
+            )
+        )
+        for i in range(0, len(x), chunk)
+    )
     accs[name] = correct / len(x)
   return float(np.mean(list(accs.values()))), accs
 
@@ -268,25 +386,45 @@ def run_one(task, method, seed, args, corrupted_sets):
       best.update(m)
       if keep:
         best["params"] = common.copy_tree(p)
+
   t0 = time.perf_counter()
   final, history = common.train(
-      common.copy_tree(params), tx, run, task.data["x_train"],
-      task.data["y_train"], iterations=task.iterations,
+      common.copy_tree(params),
+      tx,
+      run,
+      task.data["x_train"],
+      task.data["y_train"],
+      iterations=task.iterations,
       batch_size=min(task.batch_size, len(task.data["x_train"])),
-      eval_every=task.eval_every, evaluate=evaluate, seed=seed,
+      eval_every=task.eval_every,
+      evaluate=evaluate,
+      seed=seed,
       desc=f"task {task.number} {method} seed {seed}",
-      progress=not args.no_progress, on_eval=on_eval)
-  res = {"task": task.number, "method": method, "seed": seed, "lr": lr,
-         "lam": lam, "best_step": best["step"], "val_acc": best["val_acc"],
-         "test_acc": best["test_acc"], "active": best["active"],
-         "active_1e-5": best["active_1e-5"],
-         "final": {k: v for k, v in history[-1].items()},
-         "diverged": not all(bool(jnp.all(jnp.isfinite(x)))
-                             for x in jax.tree.leaves(final)),
-         "seconds": time.perf_counter() - t0, "history": history}
+      progress=not args.no_progress,
+      on_eval=on_eval,
+  )
+  res = {
+      "task": task.number,
+      "method": method,
+      "seed": seed,
+      "lr": lr,
+      "lam": lam,
+      "best_step": best["step"],
+      "val_acc": best["val_acc"],
+      "test_acc": best["test_acc"],
+      "active": best["active"],
+      "active_1e-5": best["active_1e-5"],
+      "final": {k: v for k, v in history[-1].items()},
+      "diverged": not all(
+          bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(final)
+      ),
+      "seconds": time.perf_counter() - t0,
+      "history": history,
+  }
   if keep:
     res["corrupted_acc"], res["corrupted_detail"] = corrupted_accuracy(
-        f.apply, best["params"], corrupted_sets)
+        f.apply, best["params"], corrupted_sets
+    )
   return res
 
 
@@ -296,8 +434,9 @@ def plot_runs(results, args, path):
   plt = common.pyplot()
   tasks = list(dict.fromkeys((r["task"], r["task_name"]) for r in results))
   methods = list(dict.fromkeys(r["method"] for r in results))
-  fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 7),
-                           squeeze=False, sharex="col")
+  fig, axes = plt.subplots(
+      2, len(tasks), figsize=(5.5 * len(tasks), 7), squeeze=False, sharex="col"
+  )
   for ax, ax2, (number, name) in zip(axes[0], axes[1], tasks):
     lows = []
     for method in methods:
@@ -307,15 +446,29 @@ def plot_runs(results, args, path):
       c = common.METHOD_COLORS[method]
       steps = [h["step"] for h in rs[0]["history"]]
       for r in rs:
-        ax.plot(steps, [100 * h["val_acc"] for h in r["history"]], color=c,
-                lw=0.7, alpha=0.4, ls=":" if r["diverged"] else "-")
-        ax2.plot(steps, [100 * h["active"] for h in r["history"]], color=c,
-                 lw=0.7, alpha=0.4, ls=":" if r["diverged"] else "-")
+        ax.plot(
+            steps,
+            [100 * h["val_acc"] for h in r["history"]],
+            color=c,
+            lw=0.7,
+            alpha=0.4,
+            ls=":" if r["diverged"] else "-",
+        )
+        ax2.plot(
+            steps,
+            [100 * h["active"] for h in r["history"]],
+            color=c,
+            lw=0.7,
+            alpha=0.4,
+            ls=":" if r["diverged"] else "-",
+        )
       ok = [r for r in rs if not r["diverged"]]
       n_div = len(rs) - len(ok)
-      label = (f"{common.METHOD_LABELS[method]} (lr {rs[0]['lr']:g}, lambda "
-               f"{rs[0]['lam']:g}); {len(rs)} seeds"
-               + (f", {n_div} diverged (dotted, not in mean)" if n_div else ""))
+      label = (
+          f"{common.METHOD_LABELS[method]} (lr {rs[0]['lr']:g}, lambda "
+          f"{rs[0]['lam']:g}); {len(rs)} seeds"
+          + (f", {n_div} diverged (dotted, not in mean)" if n_div else "")
+      )
       if ok:
         val = np.mean([[h["val_acc"] for h in r["history"]] for r in ok], 0)
         act = np.mean([[h["active"] for h in r["history"]] for r in ok], 0)
@@ -332,9 +485,12 @@ def plot_runs(results, args, path):
     ax2.set_ylabel("active units (%), path norm > 0", fontsize=8)
     ax2.set_ylim(0, 105)
     ax2.grid(alpha=0.3)
-  fig.suptitle("Table 1 runs (CPU scale); thin: single seeds, thick: mean of "
-               "non-diverged seeds" + (" [QUICK]" if args.quick else ""),
-               fontsize=10)
+  fig.suptitle(
+      "Table 1 runs (CPU scale); thin: single seeds, thick: mean of "
+      "non-diverged seeds"
+      + (" [QUICK]" if args.quick else ""),
+      fontsize=10,
+  )
   fig.tight_layout()
   paths = common.save_figure(fig, path, args.copy_figures)
   return paths
@@ -343,11 +499,15 @@ def plot_runs(results, args, path):
 def replot(args):
   import json
   import os
+
   with open(args.replot) as fh:
     saved = json.load(fh)
-  name = os.path.basename(args.replot)[:-len(".json")]
-  figs = plot_runs(saved["runs"], args,
-                   os.path.join(os.path.dirname(args.replot), name + ".png"))
+  name = os.path.basename(args.replot)[: -len(".json")]
+  figs = plot_runs(
+      saved["runs"],
+      args,
+      os.path.join(os.path.dirname(args.replot), name + ".png"),
+  )
   print("figures:", ", ".join(figs))
   return figs
 
@@ -359,13 +519,18 @@ def main(argv=None):
   out = common.results_dir("generalization", args.out)
   tag = "_quick" if args.quick else ""
   t_start = time.perf_counter()
-  methods = list(dict.fromkeys(
-      args.methods + (["weight_norm"] if args.weight_norm else [])
-      + (["pathprox_nobalance"] if args.no_balance else [])))
+  methods = list(
+      dict.fromkeys(
+          args.methods
+          + (["weight_norm"] if args.weight_norm else [])
+          + (["pathprox_nobalance"] if args.no_balance else [])
+      )
+  )
   tasks = _mnist_tasks(args) + _vgg_tasks(args)
   run_dir = common.run_dirs("generalization", args.out, args.quick)[2]
-  config = common.run_config(args, ("tasks", "methods", "seeds", "seed",
-                                    "weight_norm", "no_balance"))
+  config = common.run_config(
+      args, ("tasks", "methods", "seeds", "seed", "weight_norm", "no_balance")
+  )
   notes, results = [], []
   for task in tasks:
     corrupted_sets, corrupted_name = None, None
@@ -373,37 +538,62 @@ def main(argv=None):
       try:
         corrupted_name, corrupted_sets = task.corrupted()
       except (ppd.DatasetNotPreparedError, ImportError) as e:
-        note = (f"task {task.number}: corrupted-data accuracy skipped "
-                f"(dataset not available in --data-dir: "
-                f"{str(e).splitlines()[0]})")
+        note = (
+            f"task {task.number}: corrupted-data accuracy skipped "
+            "(dataset not available in --data-dir: "
+            f"{str(e).splitlines()[0]})"
+        )
         print("NOTE: " + note, flush=True)
         notes.append(note)
     for method in methods:
       for seed in range(args.seed, args.seed + args.seeds):
         r = common.cached_run(
-            run_dir, f"task{task.number}_{method}_seed{seed}",
-            dict(config, task=task.number, method=method, seed=seed,
-                 corrupted=corrupted_name), args.resume,
-            lambda: run_one(task, method, seed, args, corrupted_sets))
+            run_dir,
+            f"task{task.number}_{method}_seed{seed}",
+            dict(
+                config,
+                task=task.number,
+                method=method,
+                seed=seed,
+                corrupted=corrupted_name,
+            ),
+            args.resume,
+            lambda: run_one(task, method, seed, args, corrupted_sets),
+        )
         r["task_name"] = task.name
         r["corrupted_name"] = corrupted_name
         results.append(r)
-        print(f"task {task.number} {method:>18s} seed {seed}: test acc "
-              f"{100 * r['test_acc']:.2f}% (best val {100 * r['val_acc']:.2f}%"
-              f" at {r['best_step']}), active {100 * r['active']:.2f}%"
-              + (f", corrupted {100 * r['corrupted_acc']:.2f}%"
-                 if "corrupted_acc" in r else "")
-              + (" DIVERGED (non-finite parameters)" if r["diverged"] else "")
-              + f"  [{r['seconds']:.0f}s]", flush=True)
+        print(
+            f"task {task.number} {method:>18s} seed {seed}: test acc "
+            f"{100 * r['test_acc']:.2f}% (best val {100 * r['val_acc']:.2f}%"
+            f" at {r['best_step']}), active {100 * r['active']:.2f}%"
+            + (
+                f", corrupted {100 * r['corrupted_acc']:.2f}%"
+                if "corrupted_acc" in r
+                else ""
+            )
+            + (" DIVERGED (non-finite parameters)" if r["diverged"] else "")
+            + f"  [{r['seconds']:.0f}s]",
+            flush=True,
+        )
 
   table = []
   for task in tasks:
     for method in methods:
-      rs = [r for r in results if r["task"] == task.number
-            and r["method"] == method]
-      row = {"task": task.number, "task_name": task.name, "method": method,
-             "seeds": len(rs), "lr": rs[0]["lr"], "lam": rs[0]["lam"],
-             "iterations": task.iterations}
+      rs = [
+          r
+          for r in results
+          if r["task"] == task.number and r["method"] == method
+      ]
+      row = {
+          "task": task.number,
+          "task_name": task.name,
+          "method": method,
+          "seeds": len(rs),
+          "lr": rs[0]["lr"],
+          "lam": rs[0]["lam"],
+          "iterations": task.iterations,
+      }
       for key in ("test_acc", "active", "active_1e-5", "corrupted_acc"):
         row[key] = mean_se([r.get(key) for r in rs])
       ok = [r for r in rs if not r["diverged"]]
@@ -417,26 +607,62 @@ def main(argv=None):
   if results:
     figs = plot_runs(results, args, f"{out}/generalization{tag}.png")
 
-  common.save_json(f"{out}/generalization{tag}.json", {
-      "config": vars(args), "environment": common.environment(),
-      "notes": notes, "table": table, "seconds": seconds, "figures": figs,
-      "runs": [{k: v for k, v in r.items()} for r in results]})
+  common.save_json(
+      f"{out}/generalization{tag}.json",
+      {
+          "config": vars(args),
+          "environment": common.environment(),
+          "notes": notes,
+          "table": table,
+          "seconds": seconds,
+          "figures": figs,
+          "runs": [{k: v for k, v in r.items()} for r in results],
+      },
+  )
 
   def pm(v, pct=True):
     if v[0] is None:
       return "n/a"
     s = 100 if pct else 1
     return f"{s * v[0]:.2f} +- {s * v[1]:.2f}"
-  rows = [[r["task"], r["method"], f"{r['lr']:g}", f"{r['lam']:g}",
-           r["iterations"], r["seeds"], pm(r["test_acc"]), pm(r["active"]),
-           pm(r["corrupted_acc"]), r["diverged"],
-           pm(r["test_acc_finite_runs"]), pm(r["active_finite_runs"])]
-          for r in table]
+
+  rows = [
+      [
+          r["task"],
+          r["method"],
+          f"{r['lr']:g}",
+          f"{r['lam']:g}",
+          r["iterations"],
+          r["seeds"],
+          pm(r["test_acc"]),
+          pm(r["active"]),
+          pm(r["corrupted_acc"]),
+          r["diverged"],
+          pm(r["test_acc_finite_runs"]),
+          pm(r["active_finite_runs"]),
+      ]
+      for r in table
+  ]
   print()
-  print(common.fmt_table(rows, ["task", "method", "lr", "lambda", "iters",
-                                "seeds", "test acc %", "active units %",
-                                "corrupted acc %", "diverged",
-                                "test acc % (finite)", "active % (finite)"]))
+  print(
+      common.fmt_table(
+          rows,
+          [
+              "task",
+              "method",
+              "lr",
+              "lambda",
+              "iters",
+              "seeds",
+              "test acc %",
+              "active units %",
+              "corrupted acc %",
+              "diverged",
+              "test acc % (finite)",
+              "active % (finite)",
+          ],
+      )
+  )
   for n in notes:
     print("NOTE: " + n)
   print(f"total {seconds:.0f}s; figure: {', '.join(figs)}")

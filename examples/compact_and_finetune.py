@@ -52,6 +52,7 @@ def make_trainer(graphdef, tx):
       loss, grads = jax.value_and_grad(loss_fn)(p, x[ids], y[ids])
       updates, s = tx.update(grads, s, p)
       return (optax.apply_updates(p, updates), s), loss
+
     (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), idx)
     return params, opt_state, losses
 
@@ -72,18 +73,25 @@ def train(model, steps, lr, lam, data, batch, seed, chunk=500):
   order = np.empty(0, np.int64)
   while done < steps:
     k = min(chunk, steps - done)
-    while len(order) < k * batch:  # epoch-wise shuffling, batches never straddle
+    while (
+        len(order) < k * batch
+    ):  # epoch-wise shuffling, batches never straddle
       perm = rng.permutation(n)
       order = np.concatenate([order, perm[: n - n % batch]])
-    idx, order = order[: k * batch].reshape(k, batch), order[k * batch:]
+    idx, order = order[: k * batch].reshape(k, batch), order[k * batch :]
     params, opt_state, losses = run(params, opt_state, jnp.asarray(idx), x, y)
     done += k
     frac = float(ppx.active_units(params, spec).fraction)
-    print(f"  step {done:6d}  loss {float(losses[-1]):.4f}  active units {frac:.1%}",
-          flush=True)
+    print(
+        f"  step {done:6d}  loss {float(losses[-1]):.4f}  active units"
+        f" {frac:.1%}",
+        flush=True,
+    )
     if not np.all(np.isfinite(np.asarray(losses))):
-      raise SystemExit(f"training diverged (non-finite loss) before step {done}; "
-                       "use a smaller --lr / --finetune-lr or --lam")
+      raise SystemExit(
+          f"training diverged (non-finite loss) before step {done}; "
+          "use a smaller --lr / --finetune-lr or --lam"
+      )
   return nnx.merge(graphdef, params)
 
 
@@ -93,23 +101,44 @@ def accuracy(model, x, y):
 
 
 def num_params(model):
-  return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  return sum(
+      int(np.prod(a.shape))
+      for a in jax.tree.leaves(nnx.state(model, nnx.Param))
+  )
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--steps", type=int, default=2500, help="PathProx steps before compaction")
-  ap.add_argument("--finetune-steps", type=int, default=1000,
-                  help="PathProx steps on the compact network")
-  ap.add_argument("--finetune-lr", type=float, default=0.03,
-                  help="learning rate on the compact network")
+  ap.add_argument(
+      "--steps", type=int, default=2500, help="PathProx steps before compaction"
+  )
+  ap.add_argument(
+      "--finetune-steps",
+      type=int,
+      default=1000,
+      help="PathProx steps on the compact network",
+  )
+  ap.add_argument(
+      "--finetune-lr",
+      type=float,
+      default=0.03,
+      help="learning rate on the compact network",
+  )
   ap.add_argument("--lr", type=float, default=0.1)
-  ap.add_argument("--lam", type=float, default=3e-3, help="lambda (weight decay)")
+  ap.add_argument(
+      "--lam", type=float, default=3e-3, help="lambda (weight decay)"
+  )
   ap.add_argument("--batch", type=int, default=200)
-  ap.add_argument("--threshold", type=float, default=0.0,
-                  help="path norms at or below this are removed (0: exact)")
+  ap.add_argument(
+      "--threshold",
+      type=float,
+      default=0.0,
+      help="path norms at or below this are removed (0: exact)",
+  )
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--ckpt-dir", default=None, help="default: a temporary directory")
+  ap.add_argument(
+      "--ckpt-dir", default=None, help="default: a temporary directory"
+  )
   args = ap.parse_args(argv)
   t0 = time.time()
 
@@ -118,36 +147,58 @@ def main(argv=None):
   make_full = lambda: ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(args.seed))
   model = make_full()
 
-  print(f"Training FactorizedMLP(3, 400) with PathProx for {args.steps} steps "
-        f"(lr {args.lr}, lambda {args.lam})")
-  model = train(model, args.steps, args.lr, args.lam, data, args.batch, args.seed)
+  print(
+      f"Training FactorizedMLP(3, 400) with PathProx for {args.steps} steps "
+      f"(lr {args.lr}, lambda {args.lam})"
+  )
+  model = train(
+      model, args.steps, args.lr, args.lam, data, args.batch, args.seed
+  )
   acc = accuracy(model, data.x_test, data.y_test)
 
   state = nnx.state(model, nnx.Param)
-  small_state, small_spec = ppx.compact(state, model.unit_spec(), threshold=args.threshold)
+  small_state, small_spec = ppx.compact(
+      state, model.unit_spec(), threshold=args.threshold
+  )
   small = ppx.rebuild(model, small_state)
-  err = ppx.compaction_error(nnx.jit(lambda x: model(x)), nnx.jit(lambda x: small(x)),
-                         jnp.asarray(data.x_test))
+  err = ppx.compaction_error(
+      nnx.jit(lambda x: model(x)),
+      nnx.jit(lambda x: small(x)),
+      jnp.asarray(data.x_test),
+  )
   small_acc = accuracy(small, data.x_test, data.y_test)
   print(f"Compacted: hidden widths {model.widths} -> {small.widths}")
   print(f"  parameters {num_params(model):,} -> {num_params(small):,}")
-  print(f"  test accuracy {acc:.4f} -> {small_acc:.4f}; relative output change "
-        f"{err.relative:.2e} (max abs {err.max_abs:.2e})")
+  print(
+      f"  test accuracy {acc:.4f} -> {small_acc:.4f}; relative output change "
+      f"{err.relative:.2e} (max abs {err.max_abs:.2e})"
+  )
 
-  print(f"Fine-tuning the compact network with PathProx for {args.finetune_steps} "
-        f"steps (lr {args.finetune_lr}, lambda {args.lam})")
+  print(
+      f"Fine-tuning the compact network with PathProx for {args.finetune_steps}"
+      f" steps (lr {args.finetune_lr}, lambda {args.lam})"
+  )
   assert small.unit_spec() == small_spec
-  small = train(small, args.finetune_steps, args.finetune_lr, args.lam, data,
-                args.batch, args.seed + 1)
+  small = train(
+      small,
+      args.finetune_steps,
+      args.finetune_lr,
+      args.lam,
+      data,
+      args.batch,
+      args.seed + 1,
+  )
   tuned_acc = accuracy(small, data.x_test, data.y_test)
   print(f"  test accuracy after fine-tuning {tuned_acc:.4f}")
   # PathProx kept pruning during fine-tuning: compact once more (exact).
   state, _ = ppx.compact(nnx.state(small, nnx.Param), small.unit_spec())
   widths_before = small.widths
   small = ppx.rebuild(small, state)
-  print(f"Compacted again: {widths_before} -> {small.widths}, parameters "
-        f"{num_params(small):,}, test accuracy "
-        f"{accuracy(small, data.x_test, data.y_test):.4f}")
+  print(
+      f"Compacted again: {widths_before} -> {small.widths}, parameters "
+      f"{num_params(small):,}, test accuracy "
+      f"{accuracy(small, data.x_test, data.y_test):.4f}"
+  )
   tuned_acc = accuracy(small, data.x_test, data.y_test)
 
   # Checkpoint: save the pure param dict; restore with shapes read from the
@@ -161,8 +212,10 @@ def main(argv=None):
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
   restored = ppx.rebuild(nnx.eval_shape(make_full), ckptr.restore(path, target))
   restored_acc = accuracy(restored, data.x_test, data.y_test)
-  print(f"Saved and restored {path}: widths {restored.widths}, "
-        f"test accuracy {restored_acc:.4f}")
+  print(
+      f"Saved and restored {path}: widths {restored.widths}, "
+      f"test accuracy {restored_acc:.4f}"
+  )
   if restored_acc != tuned_acc:
     raise SystemExit("restored model differs from the saved one")
   print(f"Done in {time.time() - t0:.0f} s")

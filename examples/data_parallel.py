@@ -49,16 +49,24 @@ import time
 
 def _parse():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--layout", default="all",
-                 choices=["data", "units", "other", "2d", "all"])
+  p.add_argument(
+      "--layout", default="all", choices=["data", "units", "other", "2d", "all"]
+  )
   p.add_argument("--steps", type=int, default=200)
   p.add_argument("--batch", type=int, default=200)
   p.add_argument("--lr", type=float, default=0.3)
   p.add_argument("--weight-decay", type=float, default=1e-4)
-  p.add_argument("--devices", type=int, default=8,
-                 help="forced CPU devices per process (0: use the real ones)")
-  p.add_argument("--coordinator", default=None,
-                 help="multi-host: address:port of process 0")
+  p.add_argument(
+      "--devices",
+      type=int,
+      default=8,
+      help="forced CPU devices per process (0: use the real ones)",
+  )
+  p.add_argument(
+      "--coordinator",
+      default=None,
+      help="multi-host: address:port of process 0",
+  )
   p.add_argument("--num-processes", type=int, default=1)
   p.add_argument("--process-id", type=int, default=0)
   return p.parse_args()
@@ -68,16 +76,20 @@ ARGS = _parse()
 if ARGS.devices:
   if "jax" in sys.modules:
     raise RuntimeError("XLA_FLAGS must be set before jax is imported.")
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={ARGS.devices}")
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "")
+      + f" --xla_force_host_platform_device_count={ARGS.devices}"
+  )
 
 # pylint: disable=wrong-import-position
 import jax  # noqa: E402
 
 if ARGS.coordinator:  # must precede every other JAX call
-  jax.distributed.initialize(coordinator_address=ARGS.coordinator,
-                             num_processes=ARGS.num_processes,
-                             process_id=ARGS.process_id)
+  jax.distributed.initialize(
+      coordinator_address=ARGS.coordinator,
+      num_processes=ARGS.num_processes,
+      process_id=ARGS.process_id,
+  )
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -92,9 +104,12 @@ from pathprox_jax.data import load_mnist_subset  # noqa: E402
 
 def make_mesh(layout: str) -> jax.sharding.Mesh:
   n = jax.device_count()
-  shape, names = {"data": ((n,), ("data",)), "units": ((n,), ("model",)),
-                  "other": ((n,), ("model",)),
-                  "2d": ((2, n // 2), ("data", "model"))}[layout]
+  shape, names = {
+      "data": ((n,), ("data",)),
+      "units": ((n,), ("model",)),
+      "other": ((n,), ("model",)),
+      "2d": ((2, n // 2), ("data", "model")),
+  }[layout]
   # Auto axes: classic GSPMD, driven by the jit in/out shardings.
   return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names))
 
@@ -126,10 +141,11 @@ def param_shardings(params, spec: ppx.UnitSpec, mesh, layout: str):
       axes.update({p: -1 for p in g.output_biases})
 
   def one(kp, x):
-    axis = axes.get(ppx.path_str(kp))
+    axis = axes.get(ppx.units.path_str(kp))
     if axis is None:
       return NamedSharding(mesh, P())
     return NamedSharding(mesh, _axis_spec(x.shape, axis, mesh))
+
   return jax.tree_util.tree_map_with_path(one, params)
 
 
@@ -143,14 +159,21 @@ def opt_state_shardings(opt_state, params, p_shardings, replicated):
 
   def is_params(x):
     return x is not None and jax.tree.structure(x) == pdef
+
   return jax.tree.map(
-      lambda sub: (jax.tree.map(lambda _, s: s, sub, p_shardings)
-                   if is_params(sub) else replicated),
-      opt_state, is_leaf=is_params)
+      lambda sub: (
+          jax.tree.map(lambda _, s: s, sub, p_shardings)
+          if is_params(sub)
+          else replicated
+      ),
+      opt_state,
+      is_leaf=is_params,
+  )
 
 
 def make_train(graphdef, tx, batch_sharding):
   """``steps`` PathProx steps in one compiled call (lax.scan, no host trips)."""
+
   def loss_fn(params, x, y):
     logits = nnx.merge(graphdef, params)(x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -165,13 +188,19 @@ def make_train(graphdef, tx, batch_sharding):
       loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
+
     # The first step is kept apart so that its result can be compared with
     # the single-device one (the same step from the same params).
     carry, first_loss = step((params, opt_state), batch_idx[0])
     first_params = carry[0]
     (params, opt_state), losses = jax.lax.scan(step, carry, batch_idx[1:])
-    return params, opt_state, jnp.concatenate([first_loss[None], losses]), \
-        first_params
+    return (
+        params,
+        opt_state,
+        jnp.concatenate([first_loss[None], losses]),
+        first_params,
+    )
+
   return train
 
 
@@ -182,9 +211,11 @@ def put_global(tree, shardings):
   contributes the shards its own devices hold, so this works on one host
   and on several.
   """
+
   def one(x, sharding):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
   if isinstance(shardings, jax.sharding.Sharding):
     return jax.tree.map(lambda x: one(x, shardings), tree)
   return jax.tree.map(one, tree, shardings)
@@ -195,12 +226,13 @@ def make_evaluate(graphdef, spec):
     logits = nnx.merge(graphdef, params)(x)
     acc = jnp.mean(jnp.argmax(logits, -1) == y)
     return acc, ppx.active_units(params, spec).fraction
+
   return evaluate
 
 
 def main():
   log = print if jax.process_index() == 0 else (lambda *a, **k: None)
-  data = load_mnist_subset(100, seed=0)          # 1000 train / 4000 test
+  data = load_mnist_subset(100, seed=0)  # 1000 train / 4000 test
   model = ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(0))
   graphdef, params0 = nnx.split(model, nnx.Param)
   spec = model.unit_spec()
@@ -209,59 +241,82 @@ def main():
   rng = np.random.default_rng(0)
   batch_idx = rng.integers(0, len(data.x_train), (ARGS.steps, ARGS.batch))
   host_inputs = (data.x_train, data.y_train, batch_idx)
-  log(f"{jax.process_count()} process(es), {jax.device_count()} devices; "
-      f"{ARGS.steps} steps, batch {ARGS.batch}; {spec}")
+  log(
+      f"{jax.process_count()} process(es), {jax.device_count()} devices; "
+      f"{ARGS.steps} steps, batch {ARGS.batch}; {spec}"
+  )
 
   ref_first = None
   if jax.process_count() == 1:  # single-device reference
     ref_train = jax.jit(make_train(graphdef, tx, None))
     t0 = time.perf_counter()
-    ref_params, _, ref_losses, ref_first = jax.block_until_ready(ref_train(
-        params0, opt_state0, *host_inputs))
+    ref_params, _, ref_losses, ref_first = jax.block_until_ready(
+        ref_train(params0, opt_state0, *host_inputs)
+    )
     acc, active = jax.jit(make_evaluate(graphdef, spec))(
-        ref_params, data.x_test, data.y_test)
-    log(f"single device: {time.perf_counter() - t0:.1f}s (incl. compile); "
+        ref_params, data.x_test, data.y_test
+    )
+    log(
+        f"single device: {time.perf_counter() - t0:.1f}s (incl. compile); "
         f"loss {float(ref_losses[-1]):.4f}; test acc {float(acc):.3f}; "
-        f"active units {float(active):.3f}")
+        f"active units {float(active):.3f}"
+    )
 
-  layouts = ["data", "units", "other", "2d"] if ARGS.layout == "all" else [
-      ARGS.layout]
+  layouts = (
+      ["data", "units", "other", "2d"]
+      if ARGS.layout == "all"
+      else [ARGS.layout]
+  )
   for layout in layouts:
     mesh = make_mesh(layout)
     rep = NamedSharding(mesh, P())
     p_sh = param_shardings(params0, spec, mesh, layout)
     s_sh = opt_state_shardings(opt_state0, params0, p_sh, rep)
-    batch_sh = (NamedSharding(mesh, P("data")) if "data" in mesh.axis_names
-                else None)
-    train = jax.jit(make_train(graphdef, tx, batch_sh),
-                    in_shardings=(p_sh, s_sh, rep, rep, rep),
-                    out_shardings=(p_sh, s_sh, rep, p_sh))
-    evaluate = jax.jit(make_evaluate(graphdef, spec),
-                       in_shardings=(p_sh, rep, rep), out_shardings=rep)
+    batch_sh = (
+        NamedSharding(mesh, P("data")) if "data" in mesh.axis_names else None
+    )
+    train = jax.jit(
+        make_train(graphdef, tx, batch_sh),
+        in_shardings=(p_sh, s_sh, rep, rep, rep),
+        out_shardings=(p_sh, s_sh, rep, p_sh),
+    )
+    evaluate = jax.jit(
+        make_evaluate(graphdef, spec),
+        in_shardings=(p_sh, rep, rep),
+        out_shardings=rep,
+    )
     params = put_global(params0, p_sh)
     opt_state = put_global(opt_state0, s_sh)
     inputs = put_global(host_inputs, rep)
     t0 = time.perf_counter()
-    params, opt_state, losses, first = jax.block_until_ready(train(
-        params, opt_state, *inputs))
+    params, opt_state, losses, first = jax.block_until_ready(
+        train(params, opt_state, *inputs)
+    )
     elapsed = time.perf_counter() - t0
-    acc, active = evaluate(params, *put_global((data.x_test, data.y_test),
-                                               rep))
+    acc, active = evaluate(params, *put_global((data.x_test, data.y_test), rep))
     k0 = params["layers"][0]["kernel"]
-    log(f"[{layout:5s}] mesh {dict(mesh.shape)}; layers/0/kernel "
+    log(
+        f"[{layout:5s}] mesh {dict(mesh.shape)}; layers/0/kernel "
         f"{k0.shape} as {k0.sharding.spec}, per device "
         f"{k0.addressable_shards[0].data.shape}; {elapsed:.1f}s (incl. "
-        f"compile)")
+        "compile)"
+    )
     if ref_first is not None:
-      log(f"        first step vs 1 device: max rel. diff "
-          f"{_rel_diff(first, ref_first):.1e}")
-    log(f"        after {ARGS.steps} steps: loss {float(losses[-1]):.4f}; "
-        f"test acc {float(acc):.3f}; active units {float(active):.3f}")
+      log(
+          "        first step vs 1 device: max rel. diff "
+          f"{_rel_diff(first, ref_first):.1e}"
+      )
+    log(
+        f"        after {ARGS.steps} steps: loss {float(losses[-1]):.4f}; "
+        f"test acc {float(acc):.3f}; active units {float(active):.3f}"
+    )
 
 
 def _rel_diff(tree, ref):
-  return max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-             for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(ref)))
+  return max(
+      float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+      for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(ref))
+  )
 
 
 if __name__ == "__main__":

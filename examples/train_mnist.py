@@ -45,12 +45,14 @@ def main():
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def train_chunk(params, opt_state, key):
     """`log_every` PathProx steps on device, no host round-trip in between."""
+
     def step(carry, k):
       params, opt_state = carry
       idx = jax.random.choice(k, x.shape[0], (args.batch_size,), replace=False)
       grads = jax.grad(loss_fn)(params, x[idx], y[idx])
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
+
     keys = jax.random.split(key, args.log_every)
     (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), keys)
     return params, opt_state
@@ -65,15 +67,19 @@ def main():
 
   key = jax.random.key(args.seed)
   start = time.perf_counter()
-  print(f"{'step':>6} {'wd objective':>13} {'train loss':>11} {'test acc':>9} "
-        f"{'active':>7} {'sec':>6}")
+  print(
+      f"{'step':>6} {'wd objective':>13} {'train loss':>11} {'test acc':>9} "
+      f"{'active':>7} {'sec':>6}"
+  )
   for done in range(0, args.steps + 1, args.log_every):
     if done:
       key, sub = jax.random.split(key)
       params, opt_state = train_chunk(params, opt_state, sub)
     loss, obj, acc, active = report(params)
-    print(f"{done:6d} {float(obj):13.5f} {float(loss):11.5f} {float(acc):9.4f} "
-          f"{float(active):7.1%} {time.perf_counter() - start:6.1f}")
+    print(
+        f"{done:6d} {float(obj):13.5f} {float(loss):11.5f} {float(acc):9.4f} "
+        f"{float(active):7.1%} {time.perf_counter() - start:6.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -133,6 +133,35 @@ def check_update_args(units: UnitSpec, updates: Any, params: Any,
                        f"the param has shape {p_shapes[path]}.")
 
 
+def checked(name: str, units: UnitSpec | None,
+            tx: optax.GradientTransformation, *, proximal: bool = True
+            ) -> optax.GradientTransformationExtraArgs:
+  """``tx`` with this library's ``init`` and ``update`` checks ahead of its own.
+
+  The one place a public transform validates what it is given: at ``init``,
+  the params against ``units`` (paths, shapes, dtypes) and, for a
+  ``proximal`` (or balancing) ``tx``, that it is not the base of
+  ``optax.contrib.schedule_free``; at ``update`` (trace
+  time, no run-time cost), that ``params`` are passed and match, and that
+  the updates have their structure. Parts an alias chains are built
+  unchecked, so each check runs once.
+  """
+  def init_fn(params):
+    if proximal:
+      refuse_schedule_free(name)
+    if units is not None:
+      units.check(params, where=f"params passed to {name}.init")
+    return tx.init(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if units is None:
+      require_params(params, name)
+    else:
+      check_update_args(units, updates, params, name)
+    return tx.update(updates, state, params, **extra_args)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 # --------------------------------------------------------------------------
 # Compositions that would silently do the wrong thing
 # --------------------------------------------------------------------------
@@ -141,16 +170,16 @@ INJECT_HINT = ("optax.inject_hyperparams treats every callable argument as a "
                "schedule and calls it with the step count; keep the prox (and a "
                "callable mask) static: optax.inject_hyperparams(ppx.proxgen_adam, "
                "static_args=('prox', 'mask'))(learning_rate=..., "
-               "weight_decay=..., prox=ppx.prox_l1)")
+               "weight_decay=..., prox=ppx.prox.prox_l1)")
 
 
 def prox_function(fn: Callable) -> Callable:
-  """Marks a ``prox(x, reg, scaling)`` so that a one-argument call, which is
+  """Marks a ``prox(x, weight_decay, scaling)`` so that a one-argument call, which is
   how ``optax.inject_hyperparams`` calls a schedule, says what to pass."""
   @functools.wraps(fn)
   def prox(*args, **kwargs):
     if len(args) == 1 and not kwargs:
-      raise TypeError(f"{fn.__name__}(x, reg, scaling) was called with one "
+      raise TypeError(f"{fn.__name__}(x, weight_decay, scaling) was called with one "
                       f"argument. If this is inside an optimizer: {INJECT_HINT}.")
     return fn(*args, **kwargs)
   return prox

@@ -8,6 +8,13 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+MIN_NORM = 1e-12
+"""Default floor on ``||w_i||``: units at or below it are not projected."""
+
+DEAD_THRESHOLD = 1e-12
+"""Default floor on a group's path norm: at or below it balancing treats the
+group as dead."""
+
 
 def accumulation_dtype(dtype) -> jnp.dtype:
   """At least float32, so that bfloat16/float16 weights get accurate norms."""

@@ -14,15 +14,19 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from pathprox_jax._numerics import safe_inverse
+from pathprox_jax._numerics import DEAD_THRESHOLD, safe_inverse
 from pathprox_jax.prox.group import group_path_norms, unit_norms
 from pathprox_jax.units import UnitSpec, UnitWeights, scale_units
+
+__all__ = ["layer_scales", "balance_layers_groups", "balance_layers",
+           "balance_neurons", "normalize_units"]
 
 Norms = list[tuple[jax.Array, jax.Array]]
 
 
-def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12,
+def layer_scales(group_path_norms: jax.Array, *,
                  links: Sequence[bool] | None = None,
+                 dead_threshold: float = DEAD_THRESHOLD,
                  live: jax.Array | None = None
                  ) -> tuple[jax.Array, jax.Array]:
   r"""Scales that equalise the groups' path norms (PathProx, Appendix B).
@@ -53,7 +57,7 @@ def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12,
     links: ``G - 1`` static flags (``None``: one chain, all linked), e.g.
       :attr:`UnitSpec.links`.
     live: optional ``(G,)`` booleans: groups to treat as dead even though
-      their path norm is positive (see :func:`balance_groups`).
+      their path norm is positive (see :func:`balance_layers_groups`).
 
   Returns:
     ``(c_in, c_out)``, each ``(G,)``.
@@ -71,7 +75,8 @@ def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12,
   live = p > dead_threshold if live is None else live & (p > dead_threshold)
   if links is not None and not all(links):
     cuts = [0] + [g + 1 for g, linked in enumerate(links) if not linked] + [len(p)]
-    parts = [layer_scales(p[a:b], dead_threshold, live=live[a:b])
+    parts = [layer_scales(p[a:b], dead_threshold=dead_threshold,
+                          live=live[a:b])
              for a, b in zip(cuts, cuts[1:])]
     return (jnp.concatenate([c for c, _ in parts]),
             jnp.concatenate([c for _, c in parts]))
@@ -84,13 +89,13 @@ def layer_scales(group_path_norms: jax.Array, dead_threshold: float = 1e-12,
   return jnp.exp(log_in), jnp.exp(log_out)
 
 
-def balance_groups(groups: Sequence[UnitWeights], norms: Norms,
-                   dead_threshold: float = 1e-12,
-                   links: Sequence[bool] | None = None,
-                   prox_threshold=None
-                   ) -> tuple[list[UnitWeights], Norms, tuple[jax.Array, jax.Array]]:
-  """Layer-wise balancing of gathered groups, given their :func:`unit_norms`
-  (``links`` as in :func:`layer_scales`).
+def balance_layers_groups(
+    groups: Sequence[UnitWeights], norms: Norms, *,
+    links: Sequence[bool] | None = None,
+    dead_threshold: float = DEAD_THRESHOLD, prox_threshold=None
+) -> tuple[list[UnitWeights], Norms, tuple[jax.Array, jax.Array]]:
+  """Layer-wise balancing of split groups, given their
+  :func:`~pathprox_jax.prox.unit_norms` (``links`` as in :func:`layer_scales`).
 
   With ``prox_threshold`` (the ``tau = lambda * lr`` of the soft threshold
   that follows), a group whose every unit the threshold would zero after
@@ -104,16 +109,27 @@ def balance_groups(groups: Sequence[UnitWeights], norms: Norms,
   Returns the balanced groups, their unit norms (``||w_i||`` unchanged,
   ``||v_i||`` times ``c_out / c_in``: no recomputation) and the scales
   ``(c_in, c_out)`` of :func:`layer_scales`.
+
+  Examples:
+    >>> from pathprox_jax.prox import unit_norms
+    >>> p = {"a": {"kernel": jnp.ones((1, 1))}, "b": {"kernel": 4 * jnp.ones((1, 1))},
+    ...      "c": {"kernel": jnp.ones((1, 1))}, "d": {"kernel": jnp.ones((1, 1))}}
+    >>> groups, _ = UnitSpec.from_pairs(p, [("a", "b"), ("c", "d")]).split(p)
+    >>> _, norms, (c_in, c_out) = balance_layers_groups(groups, [unit_norms(x) for x in groups])
+    >>> c_out   # path norms 4 and 1 -> both 2
+    Array([0.5, 1. ], dtype=float32)
   """
   p = group_path_norms(norms)
   live = p > dead_threshold
   if prox_threshold is not None:
     for _ in range(len(groups)):        # at most G groups can drop out
-      c_in, c_out = layer_scales(p, dead_threshold, links, live)
+      c_in, c_out = layer_scales(p, links=links,
+                                 dead_threshold=dead_threshold, live=live)
       live = live & jnp.stack([
           jnp.max(nv, initial=0.0) * (c_out[g] / c_in[g]) > prox_threshold
           for g, (_, nv) in enumerate(norms)])
-  c_in, c_out = layer_scales(p, dead_threshold, links, live)
+  c_in, c_out = layer_scales(p, links=links, dead_threshold=dead_threshold,
+                             live=live)
   ratio = [c_out[g] / c_in[g] for g in range(len(groups))]
   new = [scale_units(x, b=c_in[g], v=ratio[g], c=c_out[g])
          for g, x in enumerate(groups)]
@@ -121,12 +137,12 @@ def balance_groups(groups: Sequence[UnitWeights], norms: Norms,
       (c_in, c_out)
 
 
-def balance_layers(params: Any, units: UnitSpec,
-                   dead_threshold: float = 1e-12) -> Any:
+def balance_layers(params: Any, units: UnitSpec, *,
+                   dead_threshold: float = DEAD_THRESHOLD) -> Any:
   """Layer-wise balancing of ``params`` (Appendix B): all live groups of each
   linked segment end at the same path norm; the network function is
   unchanged where :attr:`UnitSpec.links` are right (checked by
-  :meth:`UnitSpec.discover`, assumed by hand-built specs).
+  :func:`~pathprox_jax.discover`, assumed by hand-built specs).
 
   Examples:
     >>> p = {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": 4 * jnp.ones((2, 2))},
@@ -136,10 +152,11 @@ def balance_layers(params: Any, units: UnitSpec,
     >>> path_norms(balance_layers(p, spec), spec).round(3)
     Array([8., 8.], dtype=float32)
   """
-  groups = units.gather(params)
-  new, _, _ = balance_groups(groups, [unit_norms(x) for x in groups],
-                             dead_threshold, units.links)
-  return units.scatter(params, new)
+  groups, rest = units.split(params)
+  new, _, _ = balance_layers_groups(groups, [unit_norms(x) for x in groups],
+                                    links=units.links,
+                                    dead_threshold=dead_threshold)
+  return units.merge(new, rest)
 
 
 def _balance_neuron(x: UnitWeights) -> UnitWeights:

@@ -56,7 +56,16 @@ _ITEMS = ("params", "opt_state", "extra")
 
 
 class Checkpoint(NamedTuple):
-  """What :func:`restore_checkpoint` returns."""
+  """What :func:`restore_checkpoint` returns: ``(step, params, opt_state, extra)``.
+
+  Examples:
+    >>> import tempfile, jax.numpy as jnp
+    >>> d = tempfile.mkdtemp()
+    >>> p = {"w": jnp.ones(2)}
+    >>> _ = save_checkpoint(d, 3, p, {"count": jnp.zeros([])})
+    >>> restore_checkpoint(d, p, {"count": jnp.zeros([])}).step
+    3
+  """
 
   step: int
   params: Any
@@ -91,7 +100,17 @@ def _abstract(tree: Any) -> Any:
 
 
 def latest_step(directory: str) -> int | None:
-  """The newest saved step in ``directory``, or ``None`` if there is none."""
+  """The newest saved step in ``directory``, or ``None`` if there is none.
+
+  Examples:
+    >>> import tempfile, jax.numpy as jnp
+    >>> d = tempfile.mkdtemp()
+    >>> latest_step(d) is None
+    True
+    >>> _ = save_checkpoint(d, 7, {"w": jnp.ones(2)}, {"count": jnp.zeros([])})
+    >>> latest_step(d)
+    7
+  """
   if not os.path.isdir(directory):
     return None
   mngr = _manager(directory)
@@ -132,6 +151,12 @@ def save_checkpoint(
 
   Returns:
     The path of the written step directory.
+
+  Examples:
+    >>> import tempfile, jax.numpy as jnp, optax
+    >>> params = {"w": jnp.ones(3)}
+    >>> tx = optax.adam(1e-3)
+    >>> path = save_checkpoint(tempfile.mkdtemp(), 0, params, tx.init(params))
   """
   ocp = _orbax()
   if isinstance(step, bool) or int(step) != step or step < 0:
@@ -236,6 +261,14 @@ def restore_checkpoint(
     FileNotFoundError: no checkpoint (or not the requested step) exists.
     ValueError: a stored array does not match the template's shape or dtype
       (naming its path), or the tree structures differ.
+
+  Examples:
+    >>> import tempfile, jax, jax.numpy as jnp, optax
+    >>> params, tx, d = {"w": jnp.ones(3)}, optax.adam(1e-3), tempfile.mkdtemp()
+    >>> _ = save_checkpoint(d, 5, params, tx.init(params))
+    >>> template = jax.eval_shape(tx.init, params)      # allocates nothing
+    >>> restore_checkpoint(d, params, template).opt_state[0].count
+    Array(0, dtype=int32)
   """
   ocp = _orbax()
   directory = os.path.abspath(os.fspath(directory))

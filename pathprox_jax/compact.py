@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from pathprox_jax._checks import check_int, check_number, check_units, is_traced
 from pathprox_jax._numerics import accumulation_dtype
 from pathprox_jax.objectives import unit_path_norms
 from pathprox_jax.units import Slice, UnitGroup, UnitSpec, UnitWeights
 from pathprox_jax.units.paths import leaf_index
+
+if TYPE_CHECKING:
+  from flax import nnx
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -96,7 +98,7 @@ def _unit_stats(params, units, activation):
   """One compiled pass: per group the unit path norms and constant parts."""
   return (unit_path_norms(params, units),
           [_constant_parts(g, x, activation)
-           for g, x in zip(units.groups, units.gather(params))])
+           for g, x in zip(units.groups, units.split(params)[0])])
 
 
 def _foldable(group: UnitGroup, s: Slice, fold_conv_constants: bool) -> bool:
@@ -369,7 +371,12 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
 
 # ---------------------------------------------------------------- report
 class OutputChange(NamedTuple):
-  """Result of :func:`compaction_error`."""
+  """Result of :func:`compaction_error`.
+
+  Examples:
+    >>> OutputChange(relative=0.0, max_abs=0.0).relative
+    0.0
+  """
   relative: float  # ||f_after(x) - f_before(x)||_F / ||f_before(x)||_F
   max_abs: float   # max |f_after(x) - f_before(x)|
 
@@ -447,6 +454,7 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
     >>> rebuild(m, small).widths
     (1,)
   """
+  from flax import nnx  # only rebuild needs flax
   if not isinstance(model, nnx.Module):
     raise TypeError(f"rebuild needs an nnx.Module; got {type(model)}.")
   new_leaves, _, new_index = leaf_index(params)

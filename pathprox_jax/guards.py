@@ -24,6 +24,14 @@ class SkipNonFiniteState(NamedTuple):
     notfinite_count: consecutive skipped steps so far (0 after a good step).
     total_notfinite: skipped steps since ``init``.
     last_finite: whether the most recent step was applied.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = skip_nonfinite(optax.sgd(0.1))
+    >>> params = {"w": jnp.ones(2)}
+    >>> _, state = tx.update({"w": jnp.array([jnp.nan, 1.0])}, tx.init(params), params)
+    >>> int(state.notfinite_count), bool(state.last_finite)
+    (1, False)
   """
   inner_state: Any
   notfinite_count: jax.Array

@@ -19,7 +19,7 @@ def _sum_squares(leaves) -> jax.Array:
 
 
 def weight_decay_penalty(params: Any) -> jax.Array:
-  r"""``0.5 * sum ||K||^2`` over every kernel (:func:`~pathprox_jax.kernel_mask`;
+  r"""``0.5 * sum ||K||^2`` over every kernel (:func:`~pathprox_jax.units.kernel_mask`;
   biases and norm scales excluded).
 
   The weight decay objective is ``F = L + lambda * weight_decay_penalty``
@@ -35,16 +35,30 @@ def weight_decay_penalty(params: Any) -> jax.Array:
 
 
 def _unit_norms(params: Any, units: UnitSpec):
-  return [unit_norms(x) for x in units.gather(params)]
+  return [unit_norms(x) for x in units.split(params)[0]]
 
 
 def unit_path_norms(params: Any, units: UnitSpec) -> list[jax.Array]:
-  """Per group, the ``(n,)`` unit path norms ``||w_i|| ||v_i||``."""
+  """Per group, the ``(n,)`` unit path norms ``||w_i|| ||v_i||``.
+
+  Examples:
+    >>> p = {"a": {"kernel": jnp.array([[3., 1.], [4., 0.]])},
+    ...      "b": {"kernel": jnp.array([[2.], [0.]])}}
+    >>> unit_path_norms(p, UnitSpec.from_pairs(p, [("a", "b")]))
+    [Array([10.,  0.], dtype=float32)]
+  """
   return [nw * nv for nw, nv in _unit_norms(params, units)]
 
 
 def path_norms(params: Any, units: UnitSpec) -> jax.Array:
-  """``(G,)`` group path norms ``P_g = sum_i ||w_i|| ||v_i||`` (kernel entries only)."""
+  """``(G,)`` group path norms ``P_g = sum_i ||w_i|| ||v_i||`` (kernel entries only).
+
+  Examples:
+    >>> p = {"a": {"kernel": jnp.array([[3., 1.], [4., 0.]])},
+    ...      "b": {"kernel": jnp.array([[2.], [1.]])}}
+    >>> path_norms(p, UnitSpec.from_pairs(p, [("a", "b")]))
+    Array([11.], dtype=float32)
+  """
   return group_path_norms(_unit_norms(params, units))
 
 
@@ -59,6 +73,12 @@ def path_norm_penalty(params: Any, units: UnitSpec) -> jax.Array:
   ``w_i = 0`` but ``v_i != 0`` has path norm 0 here, while no rescaling
   removes its ``||v_i||^2 / 2`` from the weight decay penalty.)
 
+  Examples:
+    >>> p = {"a": {"kernel": jnp.array([[3.], [4.]])}, "b": {"kernel": jnp.array([[2.]])},
+    ...      "head": {"kernel": jnp.array([[1., 1.]])}}
+    >>> path_norm_penalty(p, UnitSpec.from_pairs(p, [("a", "b")]))   # 5 * 2 + 2 / 2
+    Array(11., dtype=float32)
+
   References:
     Yang et al., PathProx, arXiv:2210.03069, eqs. 4.2-4.3, Theorem 4.1.
   """
@@ -68,7 +88,12 @@ def path_norm_penalty(params: Any, units: UnitSpec) -> jax.Array:
 
 
 class ActiveUnits(NamedTuple):
-  """Result of :func:`active_units`."""
+  """Result of :func:`active_units`.
+
+  Examples:
+    >>> ActiveUnits(jnp.array(0.5), jnp.array([2]), (4,)).totals
+    (4,)
+  """
   fraction: jax.Array      # active units / all grouped units
   counts: jax.Array        # (G,) active units per group
   totals: tuple[int, ...]  # units per group

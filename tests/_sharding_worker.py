@@ -121,9 +121,9 @@ def optimizers(spec):
       "pathprox": (ppx.pathprox(0.5, 0.2, spec), tuple(MESHES)),
       "pathprox_momentum": (ppx.pathprox(0.2, 0.5, spec, momentum=0.9),
                             ("units", "other")),
-      "sgd_path_prox_nobalance": (
+      "sgd_pathprox_update_nobalance": (
           optax.chain(optax.sgd(0.5),
-                      ppx.path_prox_update(0.5, 0.3, spec, balance=False)),
+                      ppx.pathprox_update(0.5, 0.3, spec, balance=False)),
           ("2d",)),
   }
 

@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 
 import pathprox_jax as ppx
-from pathprox_jax import (UnitSpec, balance_layers, balance_neurons, layer_scales,
-                          normalize_units, path_norm_penalty, path_norms,
-                          unit_path_norms, weight_decay_penalty)
+from pathprox_jax import (
+  UnitSpec,
+  balance_layers,
+  balance_neurons,
+  normalize_units,
+  path_norm_penalty,
+  path_norms,
+  unit_path_norms,
+  weight_decay_penalty,
+)
+from pathprox_jax.balance import layer_scales
 from tests import reference
 
 LAYERS = ["l0", "l1", "l2", "l3", "l4", "l5", "head"]
@@ -105,29 +113,11 @@ def test_layer_scales_extremes_stay_finite():
   assert c_out[-1] == 1.0 and c_in[0] == 1.0
 
 
-def np_layer_scales(p, dead=1e-12):
-  """The walk of Appendix B on path norms alone: live groups move to the
-  geometric mean P* of the live groups, dead ones forward what they receive,
-  the last group hands on 1."""
-  live = [x > dead for x in p]
-  target = np.exp(np.mean([np.log(x) for x, l in zip(p, live) if l])) \
-      if any(live) else 1.0
-  c_in, c_out, incoming = [], [], 1.0
-  for g, x in enumerate(p):
-    c_in.append(incoming)
-    out = incoming * target / x if live[g] else incoming
-    if g == len(p) - 1:
-      out = 1.0
-    c_out.append(out)
-    incoming = out
-  return np.array(c_in), np.array(c_out)
-
-
 @pytest.mark.parametrize("p", [[2.0, 8.0], [1.0, 0.0, 4.0, 0.5],
                                [0.0, 3.0, 5.0], [0.0, 0.0], [7.0]])
 def test_layer_scales_match_the_walk(p):
   c_in, c_out = jax.jit(layer_scales)(jnp.asarray(p))
-  e_in, e_out = np_layer_scales(p)
+  e_in, e_out = reference.layer_scales_walk(p)
   np.testing.assert_allclose(c_in, e_in, rtol=1e-6)
   np.testing.assert_allclose(c_out, e_out, rtol=1e-6)
   # every live group but the last ends at the geometric mean
@@ -141,14 +131,14 @@ def test_layer_scales_match_the_walk(p):
 def test_balance_groups_returns_scaled_norms_without_recomputing():
   p = mlp_params(8)
   spec = UnitSpec.from_pairs(p, PAIRS)
-  groups = spec.gather(as_jnp(p))
-  norms = [ppx.unit_norms(x) for x in groups]
-  new, new_norms, (c_in, c_out) = jax.jit(ppx.balance_groups)(groups, norms)
+  groups, _ = spec.split(as_jnp(p))
+  norms = [ppx.prox.unit_norms(x) for x in groups]
+  new, new_norms, (c_in, c_out) = jax.jit(ppx.balance.balance_layers_groups)(groups, norms)
   for x, (nw, nv) in zip(new, new_norms):
-    fresh_w, fresh_v = ppx.unit_norms(x)
+    fresh_w, fresh_v = ppx.prox.unit_norms(x)
     np.testing.assert_allclose(nw, fresh_w, rtol=1e-6)
     np.testing.assert_allclose(nv, fresh_v, rtol=1e-5)
-  e_in, e_out = np_layer_scales(np.asarray(ppx.group_path_norms(norms), np.float64))
+  e_in, e_out = reference.layer_scales_walk(np.asarray(ppx.prox.group_path_norms(norms), np.float64))
   np.testing.assert_allclose(c_in, e_in, rtol=1e-5)
   np.testing.assert_allclose(c_out, e_out, rtol=1e-5)
   # the output biases (of layers l1, l3, l5) scale with c_out

@@ -10,9 +10,18 @@ import optax
 import pytest
 from flax import nnx
 
-from pathprox_jax import (MLP, VGG19, FactorizedMLP, UnitSpec, compact,
-                          compaction_error, kept_units, pathprox, rebuild,
-                          select_units)
+from pathprox_jax import (
+  MLP,
+  VGG19,
+  FactorizedMLP,
+  UnitSpec,
+  compact,
+  compaction_error,
+  kept_units,
+  pathprox,
+  rebuild,
+  select_units,
+)
 
 HI = jax.lax.Precision.HIGHEST
 DENSE = {"l0": (6, 8), "l1": (8, 7), "l2": (7, 9), "l3": (9, 5), "head": (5, 3)}

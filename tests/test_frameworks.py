@@ -32,6 +32,28 @@ RELU_AFTER = (0, 2, 4)
 LR, LAM, STEPS, MOMENTUM = 0.3, 4e-2, 20, 0.5
 HK_NAME = "factorized_mlp"
 
+# Tolerance of the cross-framework comparisons, derived from float32
+# rounding rather than read off one machine. The frameworks compute the same
+# float32 step with different operation orders (Equinox's (out, in) kernels
+# transpose every matmul; each framework's graph fuses differently; XLA's CPU
+# kernels choose reduction orders by CPU features), so one step may differ
+# by a few ulps (relative, in norm), and the differences carry over to later
+# steps. Model of that: a random 1-ulp relative perturbation of every
+# parameter after every step moves these 20-step trajectories by at most 11
+# ulps in all (0.55 ulp per step, each of the four optimizers, 5 seeds); the
+# largest cross-framework difference seen on any machine is 1.02e-6 = 8.5
+# ulps (equinox/adaptive on an AMD EPYC CPU: 0.43 ulp per step). The budget
+# is ULPS_PER_STEP = 4 ulps per step, growing linearly with the steps:
+# ~7x the model's worst case, and still ~100x below the 1e-3 by which the
+# negative control (balancing on vs off) differs.
+EPS_F32 = float(np.finfo(np.float32).eps)
+ULPS_PER_STEP = 4
+
+
+def float32_tolerance(steps):
+  """Relative tolerance after ``steps`` float32 steps: ``4 * steps * eps``."""
+  return ULPS_PER_STEP * max(steps, 1) * EPS_F32
+
 
 # ------------------------------------------------------------------ data
 def data():
@@ -347,7 +369,8 @@ def test_same_trajectory_as_flax(cls, kind):
   _, spec, _, traj = trajectory(cls, kind)
   assert spec.num_units == (WIDTH,) * DEPTH
   per_step = [max_rel(a, b) for a, b in zip(traj, flax_traj)]
-  assert max(per_step) <= 1e-6, (kind, cls.name, per_step)
+  tol = float32_tolerance(STEPS)            # 80 ulps = 9.5e-6 for 20 steps
+  assert max(per_step) <= tol, (kind, cls.name, tol, per_step)
   # The runs are not trivial: the parameters moved and units were pruned
   # (the last state has fewer live units than the first).
   assert max_rel(flax_traj[-1], flax_traj[0]) > 1e-2
@@ -357,11 +380,12 @@ def test_same_trajectory_as_flax(cls, kind):
 
 def test_trajectory_comparison_is_sensitive():
   """Negative control: the per-step comparison tells balancing on from off,
-  so the 1e-6 agreement above is not vacuous."""
+  so the float32_tolerance(STEPS) agreement above is not vacuous."""
   _, _, _, a = trajectory(Flax, "plain")
   _, _, _, b = trajectory(Equinox, "no_balance")
-  assert max_rel(a[0], b[0]) == 0.0
+  assert max_rel(a[0], b[0]) <= float32_tolerance(1)   # same start
   assert max(max_rel(x, y) for x, y in zip(a, b)) > 1e-3
+  assert 1e-3 > 100 * float32_tolerance(STEPS)
 
 
 def test_normalize_units_matches_numpy():
@@ -376,8 +400,8 @@ def test_normalize_units_matches_numpy():
       b[i] /= n
       k2[i, :] *= n
   for cls in FRAMEWORKS:
-    first = trajectory(cls, "plain")[3][0]
-    assert max_rel(first, layers) <= 1e-6, cls.name
+    first = trajectory(cls, "plain")[3][0]     # one float32 rescaling
+    assert max_rel(first, layers) <= float32_tolerance(1), cls.name
 
 
 def test_pruning_happens_and_groups_balance():
@@ -447,9 +471,9 @@ def test_equinox_spec_uses_out_in_axes():
   assert hspec.groups[2].outputs[0].bias == f"{HK_NAME}/~/linear_5/b"
   # unit norms agree across layouts (first layer 12 -> 16 is not square)
   fl, fspec = build(Flax)
-  for a, b, c in zip(spec.gather(net.params), fspec.gather(fl.params),
-                     hspec.gather(hkn.params)):
-    na, nb, nc = (jax.jit(ppx.unit_norms)(g) for g in (a, b, c))
+  for a, b, c in zip(spec.split(net.params)[0], fspec.split(fl.params)[0],
+                     hspec.split(hkn.params)[0]):
+    na, nb, nc = (jax.jit(ppx.prox.unit_norms)(g) for g in (a, b, c))
     np.testing.assert_allclose(na[0], nb[0], rtol=1e-6)
     np.testing.assert_allclose(na[1], nb[1], rtol=1e-6)
     np.testing.assert_allclose(nc[0], nb[0], rtol=1e-6)

@@ -1,4 +1,4 @@
-"""pathprox_jax.models: MLP, FactorizedMLP, VGG19: architecture, unit pairing, initialisation."""
+"""pathprox_jax.models: MLP, FactorizedMLP, VGG19, Transformer: architecture, unit pairing, initialisation."""
 
 import jax
 import jax.numpy as jnp
@@ -74,3 +74,17 @@ def test_vgg19_smoke_and_units():
   np.testing.assert_allclose(conv0.std(), np.sqrt(2 / (9 * 4)), rtol=0.3)
   c = VGG19(channels=[3] * 16, num_classes=5, rngs=nnx.Rngs(0))
   assert c(jnp.ones((1, 32, 32, 3))).shape == (1, 5)
+
+
+def test_transformer_ffn_groups_are_never_linked():
+  """A transformer's FFN groups are separated by residual adds: layer-wise
+  balancing must not pass a scale between them."""
+  from pathprox_jax import Transformer  # noqa: PLC0415
+  model = Transformer(64, 16, 3, 4, 32, 16, rngs=nnx.Rngs(0))
+  spec = model.unit_spec()
+  assert spec.num_units == (32, 32, 32)
+  assert spec.links == (False, False)
+  # the attention and head kernels are in no group (ordinary weight decay)
+  assert set(spec.ungrouped_kernels) == {
+      f"blocks/{b}/{k}/kernel" for b in range(3) for k in ("qkv", "proj")
+  } | {"head/kernel"}

@@ -5,8 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pathprox_jax._numerics import (accumulation_dtype, along, safe_inverse,
-                                    safe_sqrt, scale, sums_of_squares)
+from pathprox_jax._numerics import (
+  accumulation_dtype,
+  along,
+  safe_inverse,
+  safe_sqrt,
+  scale,
+  sums_of_squares,
+)
 
 
 @pytest.mark.parametrize("dtype, expected", [

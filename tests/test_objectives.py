@@ -4,10 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pathprox_jax import (UnitGroup, UnitSpec, active_units,
-                          jacobian_spectral_norms,
-                          path_norm_penalty, path_norms, unit_path_norms,
-                          weight_decay_penalty)
+from pathprox_jax import (
+  UnitGroup,
+  UnitSpec,
+  active_units,
+  jacobian_spectral_norms,
+  path_norm_penalty,
+  path_norms,
+  unit_path_norms,
+  weight_decay_penalty,
+)
 
 
 def params(seed=0):

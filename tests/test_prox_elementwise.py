@@ -17,16 +17,16 @@ import pytest
 import pathprox_jax as ppx
 
 Q_FNS = {
-    0.0: ppx.prox_l0,
-    0.5: ppx.prox_l_half,
-    2.0 / 3.0: ppx.prox_l_two_thirds,
-    1.0: ppx.prox_l1,
+    0.0: ppx.prox.prox_l0,
+    0.5: ppx.prox.prox_l_half,
+    2.0 / 3.0: ppx.prox.prox_l_two_thirds,
+    1.0: ppx.prox.prox_l1,
 }
 Q_IDS = ["l0", "l_half", "l_two_thirds", "l1"]
 BINARY_QS = [1.0, 0.5, 0.0, 2.0 / 3.0]
 MUS = [0.01, 0.3, 1.0, 2.5]
 
-_jit_binary = jax.jit(ppx.prox_binary, static_argnames="q")
+_jit_binary = jax.jit(ppx.prox.prox_binary, static_argnames="q")
 
 
 def _jit(fn):
@@ -183,8 +183,8 @@ def test_lq_prox_matches_brute_force_float32(q):
 @pytest.mark.parametrize("q", [0.0, 0.5, 2.0 / 3.0], ids=["l0", "l_half", "l_two_thirds"])
 @pytest.mark.parametrize("mu", [1e-4, 0.02, 1.0, 7.0, 300.0])
 def test_threshold_and_jump(q, mu):
-  tau = ppx.scalar_threshold(q, mu)
-  jump = ppx.scalar_jump(q, mu)
+  tau = ppx.prox.scalar_threshold(q, mu)
+  jump = ppx.prox.scalar_jump(q, mu)
   closed = {
       0.0: (np.sqrt(2 * mu), np.sqrt(2 * mu)),
       0.5: (1.5 * mu ** (2 / 3), mu ** (2 / 3)),
@@ -208,7 +208,7 @@ def test_threshold_and_jump(q, mu):
 def test_l1_threshold_is_continuous():
   mu = 0.7
   with jax.enable_x64(True):
-    y = np.asarray(_jit(ppx.prox_l1)(jnp.array([mu * (1 - 1e-9), mu * (1 + 1e-9), -mu - 0.5]), mu))
+    y = np.asarray(_jit(ppx.prox.prox_l1)(jnp.array([mu * (1 - 1e-9), mu * (1 + 1e-9), -mu - 0.5]), mu))
   assert y[0] == 0
   assert 0 < y[1] < 1e-8
   np.testing.assert_allclose(y[2], -0.5, rtol=1e-12)
@@ -219,14 +219,14 @@ def test_general_threshold_formula_is_a_tie(q):
   # At |x| = tau_q the non-zero stationary point y_q has the same objective as
   # y = 0, and y_q is a stationary point: y - tau + mu q y^(q-1) = 0.
   mu = 0.37
-  tau = float(ppx.scalar_threshold(q, mu))
-  yq = float(ppx.scalar_jump(q, mu))
+  tau = float(ppx.prox.scalar_threshold(q, mu))
+  yq = float(ppx.prox.scalar_jump(q, mu))
   np.testing.assert_allclose(0.5 * (yq - tau) ** 2 + mu * yq**q, 0.5 * tau**2, rtol=1e-5)
   np.testing.assert_allclose(yq - tau + mu * q * yq ** (q - 1), 0.0, atol=1e-5)
   # Limits: q -> 0 gives the l0 threshold; q = 1 gives soft thresholding.
-  np.testing.assert_allclose(float(ppx.scalar_threshold(0.0, mu)), np.sqrt(2 * mu), rtol=1e-6)
-  np.testing.assert_allclose(float(ppx.scalar_threshold(1.0, mu)), mu, rtol=1e-6)
-  assert float(ppx.scalar_jump(1.0, mu)) == 0.0
+  np.testing.assert_allclose(float(ppx.prox.scalar_threshold(0.0, mu)), np.sqrt(2 * mu), rtol=1e-6)
+  np.testing.assert_allclose(float(ppx.prox.scalar_threshold(1.0, mu)), mu, rtol=1e-6)
+  assert float(ppx.prox.scalar_jump(1.0, mu)) == 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -234,14 +234,14 @@ def test_general_threshold_formula_is_a_tie(q):
 # ----------------------------------------------------------------------------
 
 ALL_FNS = [
-    pytest.param(ppx.prox_l1, id="l1"),
-    pytest.param(ppx.prox_l0, id="l0"),
-    pytest.param(ppx.prox_l_half, id="l_half"),
-    pytest.param(ppx.prox_l_two_thirds, id="l_two_thirds"),
-    pytest.param(functools.partial(ppx.prox_binary, q=1.0), id="binary_q1"),
-    pytest.param(functools.partial(ppx.prox_binary, q=0.5), id="binary_q0.5"),
-    pytest.param(functools.partial(ppx.prox_binary, q=0.0), id="binary_q0"),
-    pytest.param(functools.partial(ppx.prox_binary, q=2.0 / 3.0), id="binary_q2/3"),
+    pytest.param(ppx.prox.prox_l1, id="l1"),
+    pytest.param(ppx.prox.prox_l0, id="l0"),
+    pytest.param(ppx.prox.prox_l_half, id="l_half"),
+    pytest.param(ppx.prox.prox_l_two_thirds, id="l_two_thirds"),
+    pytest.param(functools.partial(ppx.prox.prox_binary, q=1.0), id="binary_q1"),
+    pytest.param(functools.partial(ppx.prox.prox_binary, q=0.5), id="binary_q0.5"),
+    pytest.param(functools.partial(ppx.prox.prox_binary, q=0.0), id="binary_q0"),
+    pytest.param(functools.partial(ppx.prox.prox_binary, q=2.0 / 3.0), id="binary_q2/3"),
 ]
 
 
@@ -274,7 +274,7 @@ def test_metric_prox_is_coordinatewise(prox):
 
 def test_metric_shape_mismatch_raises():
   with pytest.raises(ValueError):
-    ppx.prox_l1(jnp.ones((3,)), 1.0, jnp.ones((2, 3)))
+    ppx.prox.prox_l1(jnp.ones((3,)), 1.0, jnp.ones((2, 3)))
 
 
 # ----------------------------------------------------------------------------
@@ -328,30 +328,19 @@ def test_prox_binary_sign_of_zero_and_snap():
   np.testing.assert_allclose(y, [1.0, 1.0, 1.0, -1.0, 1.0, 1e25], rtol=1e-6)
 
 
-@pytest.mark.parametrize("q", BINARY_QS, ids=["q1", "q0.5", "q0", "q2/3"])
-def test_prox_quant_original_is_scalar_metric_binary(q):
-  x = jnp.linspace(-2.5, 2.5, 41)
-  orig = jax.jit(ppx.prox_quant_original, static_argnames="q")
-  np.testing.assert_array_equal(
-      np.asarray(orig(x, 0.4, 0.5, q=q)), np.asarray(_jit_binary(x, 0.4, 0.5, q=q))
-  )
-  with pytest.raises(ValueError, match="scalar"):
-    ppx.prox_quant_original(x, 0.4, jnp.ones_like(x))
-
-
 def test_q_validation():
   x = jnp.ones(3)
   for bad in (0.3, 2.0, -1.0, "half", True, None):
     with pytest.raises(ValueError):
-      ppx.prox_binary(x, 0.1, q=bad)
+      ppx.prox.prox_binary(x, 0.1, q=bad)
   with pytest.raises(ValueError, match="static"):
-    jax.jit(lambda x, q: ppx.prox_binary(x, 0.1, q=q))(x, 0.5)
-  for good, fn in [(0, ppx.prox_l0), (1, ppx.prox_l1), (0.5, ppx.prox_l_half), (2 / 3, ppx.prox_l_two_thirds)]:
-    assert ppx.get_lq_prox(good) is fn
+    jax.jit(lambda x, q: ppx.prox.prox_binary(x, 0.1, q=q))(x, 0.5)
+  for good, fn in [(0, ppx.prox.prox_l0), (1, ppx.prox.prox_l1), (0.5, ppx.prox.prox_l_half), (2 / 3, ppx.prox.prox_l_two_thirds)]:
+    assert ppx.prox.get_lq_prox(good) is fn
   with pytest.raises(ValueError):
-    ppx.get_lq_prox(0.25)
+    ppx.prox.get_lq_prox(0.25)
   with pytest.raises(ValueError):
-    ppx.scalar_threshold(1.5, 1.0)
+    ppx.prox.scalar_threshold(1.5, 1.0)
 
 
 # ----------------------------------------------------------------------------
@@ -405,10 +394,10 @@ def test_huge_mu(q):
   expected_tail = np.asarray(x[5:]) * (1 - (mu / 3e38 if q == 1.0 else 0.0))
   np.testing.assert_allclose(y[5:], expected_tail, rtol=1e-5)
   if q < 1:  # just above the threshold: the documented jump, even at this scale
-    tau = float(ppx.scalar_threshold(q, mu))
+    tau = float(ppx.prox.scalar_threshold(q, mu))
     y = np.asarray(_jit(Q_FNS[q])(jnp.array([tau * 0.999, tau * 1.001], jnp.float32), jnp.float32(mu)))
     assert y[0] == 0
-    np.testing.assert_allclose(y[1], float(ppx.scalar_jump(q, mu)), rtol=0.05)
+    np.testing.assert_allclose(y[1], float(ppx.prox.scalar_jump(q, mu)), rtol=0.05)
 
 
 @pytest.mark.parametrize("prox", ALL_FNS)
@@ -425,6 +414,15 @@ def test_low_precision_matches_float32(prox):
 
 
 def test_integer_input_gives_float():
-  y = _jit(ppx.prox_l1)(jnp.array([-3, 0, 2]), 1.0)
+  y = _jit(ppx.prox.prox_l1)(jnp.array([-3, 0, 2]), 1.0)
   assert jnp.issubdtype(y.dtype, jnp.floating)
   np.testing.assert_array_equal(np.asarray(y), [-2.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("name", ["prox_l1", "prox_l0", "prox_l_half",
+                                  "prox_l_two_thirds", "prox_binary"])
+def test_strength_argument_is_named_weight_decay(name):
+  f = getattr(ppx.prox, name)
+  x = jnp.linspace(-2.0, 2.0, 9)
+  np.testing.assert_array_equal(
+      np.asarray(f(x, weight_decay=0.3, scaling=0.5)), np.asarray(f(x, 0.3, 0.5)))

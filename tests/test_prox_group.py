@@ -20,7 +20,7 @@ import pytest
 import pathprox_jax as ppx
 from tests import reference
 
-prox_jit = jax.jit(ppx.prox_group_lasso, static_argnames=("axis", "newton_steps"))
+prox_jit = jax.jit(ppx.prox.prox_group_lasso, static_argnames=("axis", "newton_steps"))
 objective = reference.group_prox_objective
 generic_min = reference.group_prox_generic
 root_ref = reference.group_prox_root
@@ -45,14 +45,14 @@ def rng_arrays(seed, *shapes):
                                          ((3, 3, 4, 6), 2), ((3, 3, 4, 6), -1)])
 def test_group_norms(shape, axis):
   (x,) = rng_arrays(0, shape)
-  got = jax.jit(ppx.group_norms, static_argnums=1)(x, axis)
+  got = jax.jit(ppx.prox.group_norms, static_argnums=1)(x, axis)
   exp = reference.unit_norms([x], [axis % x.ndim])
   np.testing.assert_allclose(got, exp, rtol=1e-6)
 
 
 def test_group_norms_low_precision_accumulates_in_float32():
   x = jnp.full((4096, 2), 0.01, jnp.bfloat16)
-  n = ppx.group_norms(x, 1)
+  n = ppx.prox.group_norms(x, 1)
   assert n.dtype == jnp.float32
   np.testing.assert_allclose(n, np.sqrt(4096) * float(jnp.bfloat16(0.01)),
                              rtol=1e-6)
@@ -60,27 +60,27 @@ def test_group_norms_low_precision_accumulates_in_float32():
 
 def test_group_norms_gradient_is_zero_not_nan_at_a_zero_group():
   x = jnp.zeros((3, 2)).at[:, 1].set(jnp.array([3.0, 0.0, 4.0]))
-  g = jax.jit(jax.grad(lambda x: jnp.sum(ppx.group_norms(x, 1))))(x)
+  g = jax.jit(jax.grad(lambda x: jnp.sum(ppx.prox.group_norms(x, 1))))(x)
   np.testing.assert_array_equal(g[:, 0], 0.0)
   np.testing.assert_allclose(g[:, 1], [0.6, 0.0, 0.8], rtol=1e-6)
 
 
 def test_unit_norms_sum_over_every_slice_and_skip_biases():
   w1, w2, b, v1, v2 = rng_arrays(1, (3, 5), (5, 2, 2), (5,), (5, 4), (2, 5, 3))
-  x = ppx.UnitWeights((w1, w2), (b,), (v1, v2), (), (1, 0), (0,), (0, 1))
-  nw, nv = jax.jit(ppx.unit_norms)(x)
+  x = ppx.units.UnitWeights((w1, w2), (b,), (v1, v2), (), (1, 0), (0,), (0, 1))
+  nw, nv = jax.jit(ppx.prox.unit_norms)(x)
   np.testing.assert_allclose(nw, reference.unit_norms([w1, w2], [1, 0]), rtol=1e-6)
   np.testing.assert_allclose(nv, reference.unit_norms([v1, v2], [0, 1]), rtol=1e-6)
-  pn = ppx.group_path_norms([(nw, nv), (nv, nv)])
+  pn = ppx.prox.group_path_norms([(nw, nv), (nv, nv)])
   np.testing.assert_allclose(pn, [np.sum(np.asarray(nw) * np.asarray(nv)),
                                   np.sum(np.asarray(nv) ** 2)], rtol=1e-6)
 
 
 def test_shrink_factors():
   norms = jnp.array([0.0, 0.5, 1.0, 2.0, 4.0])
-  np.testing.assert_allclose(jax.jit(ppx.shrink_factors)(norms, 1.0),
+  np.testing.assert_allclose(jax.jit(ppx.prox.shrink_factors)(norms, 1.0),
                              [0.0, 0.0, 0.0, 0.5, 0.75])
-  np.testing.assert_array_equal(ppx.shrink_factors(norms, 0.0),
+  np.testing.assert_array_equal(ppx.prox.shrink_factors(norms, 0.0),
                                 [0.0, 1.0, 1.0, 1.0, 1.0])
 
 
@@ -94,7 +94,7 @@ def test_group_soft_threshold_matches_numpy(tau):
   (v,) = rng_arrays(3, (8, 4))
   v[1] = 0.0
   v[2] *= 1e-3
-  got = jax.jit(lambda v, t: ppx.prox_group_lasso(v, t, 1.0, axis=0))(v, tau)
+  got = jax.jit(lambda v, t: ppx.prox.prox_group_lasso(v, t, 1.0, axis=0))(v, tau)
   (exp,) = reference.group_soft_threshold([v], [0], tau)
   np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-7)
   assert np.all(np.isfinite(got))
@@ -110,7 +110,7 @@ def test_threshold_is_reg_times_scaling():
 def test_precomputed_norms_are_used():
   (v,) = rng_arrays(5, (4, 3))
   fake = jnp.array([100.0, 100.0, 100.0, 100.0])   # every group "large"
-  got = ppx.prox_group_lasso(v, 1.0, 1.0, axis=0, norms=fake)
+  got = ppx.prox.prox_group_lasso(v, 1.0, 1.0, axis=0, norms=fake)
   np.testing.assert_allclose(got, v * 0.99, rtol=1e-6)
 
 
@@ -122,7 +122,7 @@ def test_group_lasso_slices_two_arrays_scalar_scaling_closed_form():
   norms = reference.unit_norms([a, b], [1, 0])
   reg = 0.5
   lr = float(np.median(norms)) / reg      # tau = reg * lr kills about half
-  got = jax.jit(lambda a, b: ppx.group_lasso_slices((a, b), (-1, 0), reg, lr))(a, b)
+  got = jax.jit(lambda a, b: ppx.prox.group_lasso_slices((a, b), reg, lr, axes=(-1, 0)))(a, b)
   exp = reference.group_soft_threshold([a, b], [1, 0], reg * lr)
   for g, e in zip(got, exp):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
@@ -146,8 +146,8 @@ def test_group_lasso_slices_two_arrays_metric(solver):
                    for i in range(5)])
   reg = float(np.median(crit))
   f32 = lambda x: jnp.asarray(x, jnp.float32)
-  got = jax.jit(lambda a, b, sa, sb: ppx.group_lasso_slices(
-      (a, b), (1, 0), reg, (sa, sb)))(f32(a), f32(b), f32(sa), f32(sb))
+  got = jax.jit(lambda a, b, sa, sb: ppx.prox.group_lasso_slices(
+      (a, b), reg, (sa, sb), axes=(1, 0)))(f32(a), f32(b), f32(sa), f32(sb))
   exp = reference.group_prox_slices([a, b], [1, 0], reg, [sa, sb], solver)
   for g, e in zip(got, exp):
     np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=2e-4,
@@ -160,7 +160,7 @@ def test_group_lasso_slices_two_arrays_metric(solver):
 def test_group_lasso_slices_array_scaling_must_be_a_tuple():
   a, b = rng_arrays(8, (3, 5), (5, 4))
   with pytest.raises(ValueError, match="tuple with one array per input"):
-    ppx.group_lasso_slices((a, b), (1, 0), 0.1, jnp.ones((3, 5)))
+    ppx.prox.group_lasso_slices((a, b), 0.1, jnp.ones((3, 5)), axes=(1, 0))
 
 
 # ---------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def _accuracy_cases(kappa, frac, seed, n_cases=24):
 @functools.partial(jax.jit, static_argnums=3)
 def _batched_rows(x, reg, s, newton_steps):
   """Row k is one group with its own reg."""
-  one = lambda xk, rk, sk: ppx.prox_group_lasso(xk[None], rk, sk[None], axis=0,
+  one = lambda xk, rk, sk: ppx.prox.prox_group_lasso(xk[None], rk, sk[None], axis=0,
                                             newton_steps=newton_steps)[0]
   return jax.vmap(one)(x, reg, s)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import pathprox_jax as ppx
-from pathprox_jax import UnitWeights
+from pathprox_jax.units import UnitWeights
 from tests import reference
 
-prox = jax.jit(ppx.prox_path_norm,
+prox = jax.jit(ppx.prox.prox_path_norm,
                static_argnames=("include_bias_in_norm", "min_norm"))
 
 
@@ -110,7 +110,7 @@ def test_precomputed_norms_are_used():
   w, v = rng_arrays(11, (3, 2), (2, 2))
   x = UnitWeights.from_arrays(w, v)
   norms = (jnp.array([1.0, 2.0]), jnp.array([10.0, 0.05]))
-  y = ppx.prox_path_norm(x, 0.1, 1.0, norms=norms)
+  y = ppx.prox.prox_path_norm(x, 0.1, 1.0, norms=norms)
   np.testing.assert_allclose(y.w[0], w / np.array([1.0, 2.0]), rtol=1e-6)
   np.testing.assert_allclose(y.v[0][0], v[0] * 0.99, rtol=1e-6)
   np.testing.assert_array_equal(y.v[0][1], 0.0)

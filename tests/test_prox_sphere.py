@@ -1,8 +1,6 @@
 """pathprox_jax.prox.sphere: projection of every unit's input weights onto the unit sphere.
 
-Compared with a NumPy loop over units (float64), under ``jax.jit``. The
-deprecated array form ``project_unit_sphere(kernel, bias)`` is tested in
-``test_deprecation.py``.
+Compared with a NumPy loop over units (float64), under ``jax.jit``.
 """
 
 import jax
@@ -11,10 +9,10 @@ import numpy as np
 import pytest
 
 import pathprox_jax as ppx
-from pathprox_jax import UnitWeights
+from pathprox_jax.units import UnitWeights
 from tests import reference
 
-project = jax.jit(ppx.project_unit_sphere,
+project = jax.jit(ppx.prox.project_unit_sphere,
                   static_argnames=("include_bias_in_norm", "min_norm"))
 
 
@@ -23,28 +21,12 @@ def rng_arrays(seed, *shapes):
   return [r.normal(size=s).astype(np.float32) for s in shapes]
 
 
-def np_project(ws, w_axes, bs, b_axes, include_bias=False, min_norm=1e-12):
-  """Loop over units: divide w_i (all slices) and b_i by ||w_i|| (or ||[w_i; b_i]||)."""
-  ws = [np.array(w, np.float64) for w in ws]
-  bs = [np.array(b, np.float64) for b in bs]
-  n = ws[0].shape[w_axes[0]]
-  for i in range(n):
-    sq = sum(np.sum(reference.unit_slice(w, i, a) ** 2) for w, a in zip(ws, w_axes))
-    if include_bias:
-      sq += sum(np.sum(reference.unit_slice(b, i, a) ** 2) for b, a in zip(bs, b_axes))
-    norm = np.sqrt(sq)
-    if norm > min_norm:
-      for arr, a in list(zip(ws, w_axes)) + list(zip(bs, b_axes)):
-        reference.unit_slice(arr, i, a)[...] /= norm
-  return ws, bs
-
-
 def test_projection_matches_numpy_and_keeps_zero_columns():
   k, v, b = rng_arrays(1, (6, 5), (5, 3), (5,))
   k[:, 2] = 0.0
   x = UnitWeights.from_arrays(k, v, b)
   y = project(x)
-  (ew,), (eb,) = np_project([k], [1], [b], [0])
+  (ew,), (eb,) = reference.project_units([k], [1], [b], [0])
   np.testing.assert_allclose(y.w[0], ew, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.b[0], eb, rtol=1e-5)
   assert np.all(np.asarray(y.w[0][:, 2]) == 0) and y.b[0][2] == b[2]
@@ -58,7 +40,7 @@ def test_projection_with_bias_in_norm_and_conv():
   k, b = rng_arrays(2, (3, 3, 4, 6), (6,))
   x = UnitWeights.from_arrays(k, jnp.zeros((3, 3, 6, 2)), b)
   y = project(x, include_bias_in_norm=True)
-  (ew,), (eb,) = np_project([k], [3], [b], [0], include_bias=True)
+  (ew,), (eb,) = reference.project_units([k], [3], [b], [0], include_bias=True)
   np.testing.assert_allclose(y.w[0], ew, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.b[0], eb, rtol=1e-5)
   total = (np.sum(np.asarray(y.w[0], np.float64) ** 2, axis=(0, 1, 2))
@@ -71,7 +53,7 @@ def test_projection_of_a_unit_spread_over_two_input_slices():
   w1, w2, b, v = rng_arrays(3, (3, 4), (4, 2, 2), (4, 1, 1), (4, 5))
   x = UnitWeights((w1, w2), (b,), (v,), (), (1, 0), (0,), (0,))
   y = project(x)
-  (e1, e2), (eb,) = np_project([w1, w2], [1, 0], [b], [0])
+  (e1, e2), (eb,) = reference.project_units([w1, w2], [1, 0], [b], [0])
   np.testing.assert_allclose(y.w[0], e1, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.w[1], e2, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.b[0], eb, rtol=1e-5)
@@ -96,7 +78,7 @@ def test_min_norm_guards_small_units():
 def test_precomputed_norms_are_used():
   k, v = rng_arrays(4, (3, 2), (2, 2))
   x = UnitWeights.from_arrays(k, v)
-  y = ppx.project_unit_sphere(x, norms=jnp.array([2.0, 4.0]))
+  y = ppx.prox.project_unit_sphere(x, norms=jnp.array([2.0, 4.0]))
   np.testing.assert_allclose(y.w[0], k / np.array([2.0, 4.0]), rtol=1e-6)
 
 
@@ -110,7 +92,12 @@ def test_low_precision_keeps_dtype_and_is_normalised(dtype):
                              1.0, rtol=1e-2)
 
 
-def test_extra_arguments_are_rejected():
-  x = UnitWeights.from_arrays(jnp.ones((2, 2)), jnp.ones((2, 1)))
-  with pytest.raises(TypeError, match="takes one UnitWeights"):
-    ppx.project_unit_sphere(x, jnp.ones(2))
+def test_weight_decay_and_scaling_are_ignored():
+  """The package's prox signature; an indicator has no strength and no step."""
+  k, v, b = rng_arrays(6, (3, 4), (4, 2), (4,))
+  x = UnitWeights.from_arrays(k, v, b)
+  plain = project(x)
+  for y in (jax.jit(ppx.prox.project_unit_sphere)(x, 0.7, 3.0),
+            project(x, weight_decay=5.0, scaling=jnp.ones(4))):
+    for a, e in zip(jax.tree.leaves(y), jax.tree.leaves(plain)):
+      np.testing.assert_array_equal(a, e)

@@ -29,7 +29,7 @@ def test_prox_sgd_two_stage_matches_numpy():
   params = make_params()
   grads = grads_like(params, 3)
   lr, reg = 0.3, 0.4
-  out, _ = run(ppx.prox_sgd_two_stage(lr, reg, ppx.prox_l1), params, grads)
+  out, _ = run(ppx.transforms.prox_sgd_two_stage(lr, reg, ppx.prox.prox_l1), params, grads)
   p = flat(params)
   adam = reference.Adam(p)
   for g in grads:
@@ -49,9 +49,9 @@ def test_prox_sgd_two_stage_is_never_exactly_zero():
   """A convex combination of theta and theta_hat (ProxGen, Study 1)."""
   params = make_params(1)
   grads = grads_like(params, 5, seed=2)
-  out, _ = run(ppx.prox_sgd_two_stage(0.5, 1e3, ppx.prox_l1), params, grads)
+  out, _ = run(ppx.transforms.prox_sgd_two_stage(0.5, 1e3, ppx.prox.prox_l1), params, grads)
   assert np.all(np.asarray(out["fc1"]["kernel"]) != 0)
-  prox_out, _ = run(ppx.proxgen_adam(0.5, 1e3, ppx.prox_l1), params, grads)
+  prox_out, _ = run(ppx.proxgen_adam(0.5, 1e3, ppx.prox.prox_l1), params, grads)
   assert np.all(np.asarray(prox_out["fc1"]["kernel"]) == 0)
 
 
@@ -61,7 +61,7 @@ def test_subgradient_adam_matches_numpy(q):
   params["fc1"]["kernel"] = params["fc1"]["kernel"].at[0, 0].set(0.0)
   grads = grads_like(params, 2)
   lr, reg, guard = 0.01, 0.1, 1e-3
-  out, _ = run(ppx.subgradient_adam(lr, reg, q, guard=guard), params, grads)
+  out, _ = run(ppx.transforms.subgradient_adam(lr, reg, q, guard=guard), params, grads)
   p = flat(params)
   adam = reference.Adam(p)
   for g in map(flat, grads):
@@ -81,7 +81,7 @@ def test_lq_subgradient_adds_the_penalty_gradient():
             "b": {"bias": jnp.asarray([5.0])}}
   grads = jax.tree.map(jnp.ones_like, params)
   sched = lambda t: 0.1 * (t + 1)
-  tx = ppx.lq_subgradient(sched, 0.5, guard=1e-8)
+  tx = ppx.transforms.lq_subgradient(sched, 0.5, guard=1e-8)
   state = tx.init(params)
   upd = jax.jit(tx.update)
   for t in range(2):
@@ -92,7 +92,7 @@ def test_lq_subgradient_adds_the_penalty_gradient():
     np.testing.assert_array_equal(u["b"]["bias"], 1.0)   # not a kernel
   assert u["w"]["kernel"][0, 2] == 1.0                  # 0 at exactly 0
   # a mask selects other leaves
-  tx = ppx.lq_subgradient(1.0, 1.0, mask={"w": False, "b": True})
+  tx = ppx.transforms.lq_subgradient(1.0, 1.0, mask={"w": False, "b": True})
   u, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(u["w"]["kernel"], 1.0)
   np.testing.assert_array_equal(u["b"]["bias"], 2.0)
@@ -102,7 +102,7 @@ def test_proxquant_uses_uniform_threshold():
   params = {"kernel": jnp.asarray([0.2, 0.9, -1.3, 0.05], jnp.float32)}
   grads = [{"kernel": jnp.asarray([1.0, 0.01, -2.0, 1e-3], jnp.float32)}]
   lr, reg = 0.1, 2.0
-  out, _ = run(ppx.proxquant(lr, reg), params, grads)
+  out, _ = run(ppx.transforms.proxquant(lr, reg), params, grads)
   z = np.asarray(params["kernel"], np.float64) - lr * np.sign(
       np.asarray(grads[0]["kernel"]))  # first Adam step: m_hat / d ~ sign(g)
   sgn = np.where(z >= 0, 1.0, -1.0)
@@ -115,8 +115,8 @@ def test_original_and_revised_proxquant_differ():
   original ProxQuant at lr reg: they differ unless d = 1."""
   params = {"kernel": jnp.asarray([0.2, 0.9, -1.3, 0.05], jnp.float32)}
   grads = [{"kernel": jnp.asarray([4.0, 0.01, -2.0, 1e-3], jnp.float32)}] * 2
-  orig, _ = run(ppx.proxquant(0.1, 0.5, q=0.5), params, grads)
-  revised, _ = run(ppx.proxgen_adam(0.1, 0.5, functools.partial(ppx.prox_binary,
+  orig, _ = run(ppx.transforms.proxquant(0.1, 0.5, q=0.5), params, grads)
+  revised, _ = run(ppx.proxgen_adam(0.1, 0.5, functools.partial(ppx.prox.prox_binary,
                                                                 q=0.5)),
                    params, grads)
   assert not np.allclose(np.asarray(orig["kernel"]),
@@ -133,8 +133,8 @@ def test_proximal_l1_gives_exact_zeros_subgradient_does_not():
   params = {"kernel": jnp.zeros((20, 1), jnp.float32) + 0.3}
   loss = lambda p: 0.5 * jnp.mean((x @ p["kernel"] - y) ** 2)
   results = {}
-  for name, tx in (("prox", ppx.proxgen_adam(0.02, 0.05, ppx.prox_l1)),
-                   ("sub", ppx.subgradient_adam(0.02, 0.05, 1.0))):
+  for name, tx in (("prox", ppx.proxgen_adam(0.02, 0.05, ppx.prox.prox_l1)),
+                   ("sub", ppx.transforms.subgradient_adam(0.02, 0.05, 1.0))):
     state = tx.init(params)
 
     def body(carry, _, tx=tx):
@@ -156,9 +156,9 @@ def test_zero_grads_at_step_zero_are_finite():
   """v_hat = 0: huge scalings lr / eps, everything stays finite."""
   params = make_params(3)
   zero = [jax.tree.map(jnp.zeros_like, params)] * 2
-  for tx in (ppx.prox_sgd_two_stage(1e-3, 1e-4, ppx.prox_l1),
-             ppx.proxquant(1e-3, 1e-4),
-             ppx.subgradient_adam(1e-3, 1e-4, 0.5)):
+  for tx in (ppx.transforms.prox_sgd_two_stage(1e-3, 1e-4, ppx.prox.prox_l1),
+             ppx.transforms.proxquant(1e-3, 1e-4),
+             ppx.transforms.subgradient_adam(1e-3, 1e-4, 0.5)):
     out, state = run(tx, params, zero)
     for leaf in jax.tree.leaves((out, state)):
       assert bool(jnp.all(jnp.isfinite(leaf)))

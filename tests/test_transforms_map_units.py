@@ -24,7 +24,7 @@ def make(seed=0):
 
 
 def project(groups):
-  return [ppx.project_unit_sphere(x) for x in groups]
+  return [ppx.prox.project_unit_sphere(x) for x in groups]
 
 
 def double_outputs(groups):
@@ -54,20 +54,20 @@ def test_map_units_composes_in_a_chain():
   assert_tree_close(got, exp, rtol=1e-5, atol=1e-6)
   # followed by the library's own balancing transform
   tx2 = optax.chain(optax.sgd(lr), ppx.map_units(spec, project),
-                    ppx.layerwise_balance(spec))
+                    ppx.balance_layers_update(spec))
   _, got2 = step(tx2, params, grads)
   assert_tree_close(got2, reference.balance_walk(reference.prox_step(
       z, PAIRS, tau=0.0), PAIRS), rtol=1e-5, atol=1e-6)
 
 
-def test_map_units_is_the_prox_of_path_prox_update():
+def test_map_units_is_the_prox_of_pathprox_update():
   params, grads = make(1)
   spec = ppx.UnitSpec.from_pairs(params, PAIRS)
   lr, lam = 0.1, 0.5
-  fn = lambda groups: ppx.pathprox_groups(groups, lr, lam)
+  fn = lambda groups: ppx.transforms.pathprox_groups(groups, lr, lam)
   _, got = step(optax.chain(optax.sgd(lr), ppx.map_units(spec, fn)),
                 params, grads)
-  _, exp = step(optax.chain(optax.sgd(lr), ppx.path_prox_update(lr, lam, spec)),
+  _, exp = step(optax.chain(optax.sgd(lr), ppx.pathprox_update(lr, lam, spec)),
                 params, grads)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(exp)):
     np.testing.assert_array_equal(a, b)
@@ -102,8 +102,8 @@ def test_map_units_state_and_init_checks():
   with pytest.raises(ValueError, match=r"'l0/kernel' has shape \(4, 7\)"):
     tx.init(dict(params, l0={"kernel": np.ones((4, 7), np.float32),
                              "bias": np.ones(7, np.float32)}))
-  with pytest.raises(ValueError, match="custom_name needs the current params"):
-    ppx.map_units(spec, project, name="custom_name").update(params, None)
+  with pytest.raises(ValueError, match="map_units needs the current params"):
+    tx.update(params, None)
 
 
 def test_map_units_on_a_group_with_a_flatten_view():

@@ -1,5 +1,5 @@
-"""pathprox_jax.transforms.pathprox: pathprox, path_prox_update, path_prox_params,
-pathprox_gradient, layerwise_balance, pathprox_groups.
+"""pathprox_jax.transforms.pathprox: pathprox, pathprox_update, pathprox_params,
+pathprox_gradient, balance_layers_update, pathprox_groups, ungrouped_weight_decay.
 
 One step against the NumPy Algorithm 4.1 of ``tests/reference.py`` (under
 ``jax.jit``), composition with optax (clipping, MultiSteps,
@@ -16,8 +16,14 @@ from flax import nnx
 import pathprox_jax as ppx
 from pathprox_jax import UnitSpec
 from tests import reference
-from tests.tree_utils import (assert_tree_close, finite, one_step, run, to_jnp,
-                              to_np)
+from tests.tree_utils import (
+  assert_tree_close,
+  finite,
+  one_step,
+  run,
+  to_jnp,
+  to_np,
+)
 
 DENSE_SIZES = {"l0": (6, 8), "l1": (8, 7), "l2": (7, 9), "l3": (9, 5), "head": (5, 3)}
 DENSE_PAIRS = [("l0", "l1"), ("l2", "l3")]
@@ -57,7 +63,7 @@ def test_one_step_matches_numpy(sizes, pairs, prune, balance):
                           for g, s in enumerate(sizes[a] for a, _ in pairs)]
 
 
-def test_path_prox_update_after_sgd_equals_pathprox():
+def test_pathprox_update_after_sgd_equals_pathprox():
   params, grads = make(DENSE_SIZES, 1, [("l1", 3)])
   spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
   lr, lam = 0.2, 5e-3
@@ -65,22 +71,22 @@ def test_path_prox_update_after_sgd_equals_pathprox():
   decay = optax.masked(optax.add_decayed_weights(lam),
                        spec.mask("ungrouped_kernel"))
   chained = one_step(optax.chain(decay, optax.sgd(lr),
-                                 ppx.path_prox_update(lr, lam, spec)),
+                                 ppx.pathprox_update(lr, lam, spec)),
                      params, grads)
   assert_tree_close(chained, to_np(fused), rtol=1e-6, atol=1e-7)
   # and with the balancing as its own transform in front of an unbalanced prox
-  split = one_step(optax.chain(decay, optax.sgd(lr), ppx.layerwise_balance(spec),
-                               ppx.path_prox_update(lr, lam, spec, balance=False)),
+  split = one_step(optax.chain(decay, optax.sgd(lr), ppx.balance_layers_update(spec),
+                               ppx.pathprox_update(lr, lam, spec, balance=False)),
                    params, grads)
   assert_tree_close(split, to_np(fused), rtol=1e-5, atol=1e-6)
   exp = reference.pathprox_step(params, grads, DENSE_PAIRS, lr, lam)
   assert_tree_close(fused, exp)
 
 
-def test_layerwise_balance_alone_matches_the_walk():
+def test_balance_layers_update_alone_matches_the_walk():
   params, grads = make(DENSE_SIZES, 2)
   spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
-  out = one_step(optax.chain(optax.sgd(0.1), ppx.layerwise_balance(spec)),
+  out = one_step(optax.chain(optax.sgd(0.1), ppx.balance_layers_update(spec)),
                  params, grads)
   z = reference.sgd_with_ungrouped_decay(params, grads, DENSE_PAIRS, 0.1, 0.0)
   assert_tree_close(out, reference.balance_walk(z, DENSE_PAIRS))
@@ -219,8 +225,8 @@ def test_zero_params_stay_zero_and_finite():
   spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
   zero = jax.tree.map(np.zeros_like, params)
   for tx in (ppx.pathprox(0.1, 1e-3, spec),
-             optax.chain(optax.sgd(0.1), ppx.path_prox_update(0.1, 1e-3, spec)),
-             optax.chain(optax.sgd(0.1), ppx.layerwise_balance(spec))):
+             optax.chain(optax.sgd(0.1), ppx.pathprox_update(0.1, 1e-3, spec)),
+             optax.chain(optax.sgd(0.1), ppx.balance_layers_update(spec))):
     new = one_step(tx, params, zero)
     for leaf in jax.tree.leaves(new):
       np.testing.assert_array_equal(leaf, 0.0)
@@ -241,7 +247,21 @@ def test_low_precision_params_keep_their_dtype(dtype):
   assert_tree_close(to_jnp(new, jnp.float32), exp, rtol=2e-2, atol=2e-2)
 
 
-def test_path_prox_params_equals_transform():
+@pytest.mark.parametrize("zero_step", [0, 2])
+def test_float16_params_stay_finite_through_a_zero_gradient_step(zero_step):
+  params = to_jnp(make(DENSE_SIZES, 21)[0], jnp.float16)
+  grads = [to_jnp(make(DENSE_SIZES, 40 + t)[1], jnp.float16) for t in range(4)]
+  grads[zero_step] = jax.tree.map(jnp.zeros_like, grads[zero_step])
+  spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
+  out, state = run(ppx.pathprox(0.1, 1e-2, spec), params, grads)
+  assert finite((out, state))
+  assert all(a.dtype == jnp.float16 for a in jax.tree.leaves(out))
+  for a, _ in DENSE_PAIRS:
+    n = np.linalg.norm(np.asarray(out[a]["kernel"], np.float64), axis=0)
+    np.testing.assert_allclose(n, 1.0, rtol=2e-3)
+
+
+def test_pathprox_params_equals_transform():
   params, grads = make(DENSE_SIZES, 12, [("l1", 1)])
   spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
   lr, lam = 0.1, 1e-2
@@ -251,7 +271,7 @@ def test_path_prox_params_equals_transform():
   @jax.jit
   def step(p, g):
     u, _ = tx.update(g, tx.init(p), p)
-    return ppx.path_prox_params(optax.apply_updates(p, u), lr, lam, spec)
+    return ppx.pathprox_params(optax.apply_updates(p, u), spec, lr, lam)
 
   got = step(to_jnp(params), to_jnp(grads))
   assert_tree_close(got, to_np(exp), rtol=1e-5, atol=1e-6)
@@ -271,8 +291,8 @@ def test_in_place_form_with_a_schedule_and_momentum():
   @jax.jit
   def step(p, s, g, t):
     u, s = tx.update(g, s, p)
-    return ppx.path_prox_params(optax.apply_updates(p, u), sched, 1e-2, spec,
-                                step=t), s
+    return ppx.pathprox_params(optax.apply_updates(p, u), spec, sched, 1e-2,
+                               step=t), s
 
   p, s = to_jnp(params), tx.init(to_jnp(params))
   for t, g in enumerate(grads_seq):
@@ -288,11 +308,13 @@ def test_pathprox_gradient_is_sgd_with_ungrouped_decay():
       params, grads, DENSE_PAIRS, 0.1, 0.5), rtol=1e-6, atol=1e-7)
 
 
-def test_pathprox_groups_on_gathered_weights():
+def test_pathprox_groups_on_split_weights():
   params, grads = make(DENSE_SIZES, 18, [("l3", 2)])
   spec = UnitSpec.from_pairs(params, DENSE_PAIRS)
-  out = jax.jit(lambda p: spec.scatter(p, ppx.pathprox_groups(
-      spec.gather(p), 0.1, 1e-2)))(to_jnp(params))
+  def step(p):
+    groups, rest = spec.split(p)
+    return spec.merge(ppx.transforms.pathprox_groups(groups, 0.1, 1e-2), rest)
+  out = jax.jit(step)(to_jnp(params))
   exp = reference.prox_step(reference.balance_walk(params, DENSE_PAIRS),
                             DENSE_PAIRS, 1e-3)
   assert_tree_close(out, exp)
@@ -323,9 +345,11 @@ def test_balancing_does_not_pump_scale_into_a_group_the_prox_kills():
   # (its input biases grew by ~40x per step) right before the prox zeroed it
   # again: release 0.1 overflowed to inf at step 18. A group the prox will
   # zero entirely now counts as dead for that step's balancing.
-  from benchmarks.common import functional
   from pathprox_jax.data import load_mnist_subset
-  apply, params, spec = functional(ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(0)))
+  model = ppx.FactorizedMLP(3, 400, rngs=nnx.Rngs(0))
+  spec = model.unit_spec()
+  graphdef, params = nnx.split(model, nnx.Param)
+  apply = lambda p, xb: nnx.merge(graphdef, p)(xb)
   data = load_mnist_subset(100, seed=0)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   tx = ppx.pathprox(0.3, 0.1, spec)

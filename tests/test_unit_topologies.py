@@ -2,9 +2,9 @@
 
 Each topology is a small network with a NumPy float64 forward pass and its
 ``UnitGroup`` description. The library's unit norms, PathProx prox, PathProx
-step (with and without balancing) are checked against an independent NumPy
-float64 reference written here (explicit loops over units, each slice
-reshaped to its view and indexed with NumPy). That the descriptions are
+step (with and without balancing) are checked against the independent NumPy
+float64 reference of ``tests/reference.py`` (explicit loops over units, each
+slice reshaped to its view and indexed with NumPy). That the descriptions are
 right, i.e. that they describe homogeneous units, is checked on the network
 function itself: rescaling every unit (input slices and input-bias entries
 by ``a_i``, output slices by ``1 / a_i``) leaves the output unchanged, and a
@@ -22,160 +22,19 @@ import pytest
 
 import pathprox_jax as ppx
 from pathprox_jax import Slice, UnitGroup
+from tests import reference
+from tests.reference import (
+  conv_valid,
+  group_path_norm,
+  group_unit_norms,
+  relu,
+  scale_unit,
+  view_of,
+)
 
 N = 7                        # batch
 H = W = 4                    # conv output size (VALID 3x3 on 6x6)
 C = 5                        # conv channels (units)
-
-
-# ============================================================ NumPy reference
-def flatten(params):
-  """``{path: float64 copy}`` of a nested dict (C-contiguous copies)."""
-  out = {}
-
-  def walk(d, prefix):
-    for k, v in d.items():
-      p = f"{prefix}/{k}" if prefix else k
-      if isinstance(v, dict):
-        walk(v, p)
-      else:
-        out[p] = np.array(v, np.float64)
-  walk(params, "")
-  return out
-
-
-def unflatten(flat):
-  out = {}
-  for p, v in flat.items():
-    *head, last = p.split("/")
-    d = out
-    for k in head:
-      d = d.setdefault(k, {})
-    d[last] = v
-  return out
-
-
-def view_of(flat, s):
-  """The slice's view of its leaf: a NumPy view, writes go to the leaf."""
-  a = flat[s.path]
-  v = a.reshape(a.shape if s.view is None else s.view)
-  assert np.shares_memory(v, a)
-  return v
-
-
-def unit_index(v, axis, i):
-  idx = [slice(None)] * v.ndim
-  idx[axis % v.ndim] = i
-  return tuple(idx)
-
-
-def num_units(flat, g):
-  s = g.inputs[0]
-  v = view_of(flat, s)
-  return v.shape[s.axis % v.ndim]
-
-
-def ref_unit_norms(flat, g):
-  """Loops over units: ||w_i||^2 over every input slice, ||v_i||^2 over every
-  output slice."""
-  n = num_units(flat, g)
-  nw, nv = np.zeros(n), np.zeros(n)
-  for i in range(n):
-    for s in g.inputs:
-      v = view_of(flat, s)
-      nw[i] += np.sum(v[unit_index(v, s.axis, i)] ** 2)
-    for s in g.outputs:
-      v = view_of(flat, s)
-      nv[i] += np.sum(v[unit_index(v, s.axis, i)] ** 2)
-  return np.sqrt(nw), np.sqrt(nv)
-
-
-def ref_bias_sq(flat, g, i):
-  total = 0.0
-  for s in g.biases:
-    v = view_of(flat, s)
-    total += np.sum(v[unit_index(v, s.axis, i)] ** 2)
-  return total
-
-
-def scale_unit(flat, slices, i, factor):
-  for s in slices:
-    v = view_of(flat, s)
-    v[unit_index(v, s.axis, i)] *= factor
-
-
-def ref_prox(flat, g, tau, include_bias=False, eps=1e-12):
-  """PathProx's prox for one group, in place: w_i (and b_i) / ||w_i||,
-  v_i group soft-thresholded at tau."""
-  nw, nv = ref_unit_norms(flat, g)
-  for i in range(len(nw)):
-    norm = np.sqrt(nw[i] ** 2 + (ref_bias_sq(flat, g, i) if include_bias else 0))
-    if norm > eps:
-      scale_unit(flat, g.inputs + g.biases, i, 1.0 / norm)
-    scale_unit(flat, g.outputs, i, 0.0 if nv[i] <= tau else 1 - tau / nv[i])
-
-
-def ref_path_norm(flat, g):
-  nw, nv = ref_unit_norms(flat, g)
-  return float(np.sum(nw * nv))
-
-
-def ref_balance(flat, groups, dead=1e-12):
-  """Appendix B as a walk over the chain: group g's output slices and output
-  biases times s_g, group g+1's input biases times s_g and output slices
-  over s_g, s_g making group g's path norm the geometric mean of the live
-  ones (a dead group forwards the scale it received)."""
-  p = [ref_path_norm(flat, g) for g in groups]
-  live = [x > dead for x in p]
-  if not any(live):
-    return
-  target = np.exp(np.mean([np.log(x) for x, l in zip(p, live) if l]))
-  incoming = 1.0
-  for k in range(len(groups) - 1):
-    g, nxt = groups[k], groups[k + 1]
-    s = target / ref_path_norm(flat, g) if live[k] else incoming
-    for sl in g.outputs:
-      flat[sl.path] *= s
-      if sl.bias is not None:
-        flat[sl.bias] *= s
-    for sl in nxt.biases:
-      flat[sl.path] *= s
-    for sl in nxt.outputs:
-      flat[sl.path] /= s
-    incoming = s
-
-
-def ref_pathprox_step(params, grads, groups, ungrouped, lr, lam, balance):
-  """One PathProx iteration: SGD (+ weight decay on ungrouped kernels),
-  balancing, prox at tau = lr * lam."""
-  flat, g = flatten(params), flatten(grads)
-  for p in flat:
-    d = g[p] + (lam * flat[p] if p in ungrouped else 0.0)
-    flat[p] = flat[p] - lr * d
-  if balance:
-    ref_balance(flat, groups)
-  for grp in groups:
-    ref_prox(flat, grp, lr * lam)
-  return flat
-
-
-def conv_valid(x, k):
-  """NHWC x HWIO, stride 1, VALID, by loops over the taps."""
-  kh, kw = k.shape[:2]
-  ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  out = np.zeros(x.shape[:1] + (ho, wo, k.shape[3]))
-  for dy in range(kh):
-    for dx in range(kw):
-      out += np.einsum("nhwi,io->nhwo", x[:, dy:dy + ho, dx:dx + wo], k[dy, dx])
-  return out
-
-
-def relu(z):
-  return np.maximum(z, 0.0)
-
-
-def f64(params):
-  return unflatten(flatten(params))
 
 
 # ================================================================ topologies
@@ -193,7 +52,7 @@ class Topology:
                                     else groups)
 
   def out(self, params):
-    return self.forward(f64(params), self.x)
+    return self.forward(reference.copy64(params), self.x)
 
 
 def _rng(seed):
@@ -310,7 +169,7 @@ def rel(a, b):
 
 
 def assert_trees_close(got, want_flat, tol, what=""):
-  got = flatten(got)
+  got = reference.flat(got)
   assert got.keys() == want_flat.keys()
   for p in got:
     assert got[p].shape == want_flat[p].shape, p
@@ -335,33 +194,33 @@ def test_numpy_conv_matches_lax():
 def test_unit_norms_and_prox_path_norm(name, include_bias):
   t = TOPOLOGIES[name]()
   spec = t.spec()
-  flat = flatten(t.params)
-  ref_norms = [ref_unit_norms(flat, g) for g in t.groups]
+  flat = reference.flat(t.params)
+  ref_norms = [group_unit_norms(flat, g) for g in t.groups]
   # a threshold between the unit norms: some units are cut, some kept
   taus = [float(np.sort(nv)[2] + 1e-3) for _, nv in ref_norms]
 
   @jax.jit
   def run(params, taus):
-    groups = spec.gather(params)
-    norms = [ppx.unit_norms(x) for x in groups]
-    new = [ppx.prox_path_norm(x, tau / 0.5, 0.5,
-                              include_bias_in_norm=include_bias)
+    groups, rest = spec.split(params)
+    norms = [ppx.prox.unit_norms(x) for x in groups]
+    new = [ppx.prox.prox_path_norm(x, tau / 0.5, 0.5,
+                                   include_bias_in_norm=include_bias)
            for x, tau in zip(groups, taus)]
-    return norms, spec.scatter(params, new)
+    return norms, spec.merge(new, rest)
 
   norms, new = run(t.params, jnp.asarray(taus))
   for (nw, nv), (rw, rv) in zip(norms, ref_norms):
     np.testing.assert_allclose(nw, rw, rtol=1e-5)
     np.testing.assert_allclose(nv, rv, rtol=1e-5)
   for g, tau in zip(t.groups, taus):
-    ref_prox(flat, g, tau, include_bias=include_bias)
+    reference.group_prox(flat, g, tau, include_bias=include_bias)
   assert_trees_close(new, flat, 1e-5, name)
-  for g, tau in zip(t.groups, taus):
-    _, nv = ref_unit_norms(flat, g)
+  for g in t.groups:
+    _, nv = group_unit_norms(flat, g)
     assert 0 < np.sum(nv == 0) < len(nv)      # the prox cut some units
-    nw, _ = ref_unit_norms(flat, g)
+    nw, _ = group_unit_norms(flat, g)
     if include_bias:
-      nw = np.sqrt(nw ** 2 + [ref_bias_sq(flat, g, i) for i in range(len(nw))])
+      nw = np.sqrt(nw ** 2 + reference.group_bias_sq(flat, g))
     np.testing.assert_allclose(nw, 1.0, rtol=1e-12)
 
 
@@ -369,7 +228,7 @@ def _prunable(t, seed):
   """The topology's params with units 0 and 1 of every group given tiny
   output weights (so the step prunes them), and random gradients (tiny on
   those output weights too)."""
-  flat = flatten(t.params)
+  flat = reference.flat(t.params)
   for g in t.groups:
     for i in (0, 1):
       scale_unit(flat, g.outputs, i, 1e-3)
@@ -378,7 +237,7 @@ def _prunable(t, seed):
   for g in t.groups:
     for i in (0, 1):
       scale_unit(grads, g.outputs, i, 1e-3)
-  f32 = lambda d: jax.tree.map(lambda a: a.astype(np.float32), unflatten(d))
+  f32 = lambda d: jax.tree.map(lambda a: a.astype(np.float32), reference.unflat(d))
   return f32(flat), f32(grads)
 
 
@@ -398,14 +257,14 @@ def test_pathprox_step_matches_numpy(name, balance):
     return optax.apply_updates(params, updates)
 
   got = step(params, grads)
-  want = ref_pathprox_step(params, grads, t.groups, set(t.ungrouped), lr, lam,
+  want = reference.pathprox_step_groups(params, grads, t.groups, set(t.ungrouped), lr, lam,
                            balance)
   assert_trees_close(got, want, 1e-5, (name, balance))
   for g in t.groups:
-    _, nv = ref_unit_norms(want, g)
+    _, nv = group_unit_norms(want, g)
     assert nv[0] == nv[1] == 0 and np.all(nv[2:] > 0), nv
   # Balancing: trivial for one group, not for the chain.
-  on, off = (ref_pathprox_step(params, grads, t.groups, set(t.ungrouped),
+  on, off = (reference.pathprox_step_groups(params, grads, t.groups, set(t.ungrouped),
                                lr, lam, b) for b in (True, False))
   diff = max(rel(on[p], off[p]) for p in on)
   if len(t.groups) == 1:
@@ -413,13 +272,13 @@ def test_pathprox_step_matches_numpy(name, balance):
   else:
     assert diff > 1e-2
     if balance:   # after balancing the two path norms were equal
-      z = flatten(params)
+      z = reference.flat(params)
       for p in z:
-        z[p] = z[p] - lr * flatten(grads)[p]
-      ref_balance(z, t.groups)
-      pn = [ref_path_norm(z, g) for g in t.groups]
+        z[p] = z[p] - lr * reference.flat(grads)[p]
+      reference.balance_groups(z, t.groups)
+      pn = [group_path_norm(z, g) for g in t.groups]
       assert abs(pn[0] - pn[1]) <= 1e-9 * pn[0]
-      raw = [ref_path_norm(flatten(params), g) for g in t.groups]
+      raw = [group_path_norm(reference.flat(params), g) for g in t.groups]
       assert max(raw) / min(raw) > 2      # and they were not before
 
 
@@ -430,8 +289,9 @@ def _rescaled(t, spec, seed):
 
   @jax.jit
   def run(params, a):
-    return spec.scatter(params, [ppx.scale_units(x, w=ai, b=ai, v=1 / ai)
-                                 for x, ai in zip(spec.gather(params), a)])
+    groups, rest = spec.split(params)
+    return spec.merge([ppx.units.scale_units(x, w=ai, b=ai, v=1 / ai)
+                       for x, ai in zip(groups, a)], rest)
   return run(t.params, a), a
 
 
@@ -446,7 +306,7 @@ def test_rescaling_units_preserves_function(name):
   before, after = t.out(t.params), t.out(scaled)
   assert rel(after, before) <= 1e-5, rel(after, before)
   # the rescaling did change every grouped leaf
-  f0, f1 = flatten(t.params), flatten(scaled)
+  f0, f1 = reference.flat(t.params), reference.flat(scaled)
   for g in t.groups:
     for s in g.inputs + g.outputs + g.biases:
       assert rel(f1[s.path], f0[s.path]) > 0.05, s.path
@@ -489,17 +349,16 @@ def _killed(t):
   """Group 0: unit 0 gets v = 0, unit 1 w = 0 with bias +0.8 (a constant
   to fold), unit 2 w = 0 with bias -0.5 (relu gives 0: nothing to fold).
   Later groups: unit 0 gets v = 0."""
-  flat = flatten(t.params)
+  flat = reference.flat(t.params)
   g0 = t.groups[0]
   scale_unit(flat, g0.outputs, 0, 0.0)
   for i, b in ((1, 0.8), (2, -0.5)):
     scale_unit(flat, g0.inputs, i, 0.0)
     for s in g0.biases:
-      v = view_of(flat, s)
-      v[unit_index(v, s.axis, i)] = b
+      reference.unit_slice(view_of(flat, s), i, s.axis)[...] = b
   for g in t.groups[1:]:
     scale_unit(flat, g.outputs, 0, 0.0)
-  return jax.tree.map(lambda a: a.astype(np.float32), unflatten(flat))
+  return jax.tree.map(lambda a: a.astype(np.float32), reference.unflat(flat))
 
 
 def _expected_bias_shift(flat, s, i, value):
@@ -515,14 +374,14 @@ def test_compact_keeps_outputs_and_shapes(name):
   spec = t.spec()
   params = _killed(t)
   small, small_spec = ppx.compact(params, spec)
-  before, after = t.forward(f64(params), t.x), t.forward(f64(small), t.x)
+  before, after = t.forward(reference.copy64(params), t.x), t.forward(reference.copy64(small), t.x)
   assert rel(after, before) <= 1e-6, rel(after, before)
   # Removed: units 0, 1, 2 of group 0 and unit 0 of the others.
   removed = [[0, 1, 2]] + [[0]] * (len(t.groups) - 1)
   assert small_spec.num_units == tuple(n - len(r) for n, r in
                                        zip(spec.num_units, removed))
   # Every slice is the original with those units deleted along its unit axis.
-  f0, f1 = flatten(params), flatten(small)
+  f0, f1 = reference.flat(params), reference.flat(small)
   for g, sg, rm in zip(t.groups, small_spec.groups, removed):
     for s, ss in zip(g.inputs + g.biases + g.outputs,
                      sg.inputs + sg.biases + sg.outputs):
@@ -560,12 +419,12 @@ def test_compact_conv_flatten_with_default_conv_flag_is_exact(order):
   spec = t.spec()
   params = _killed(t)
   small, small_spec = ppx.compact(params, spec)
-  assert rel(t.forward(f64(small), t.x), t.forward(f64(params), t.x)) <= 1e-6
+  assert rel(t.forward(reference.copy64(small), t.x), t.forward(reference.copy64(params), t.x)) <= 1e-6
   assert small_spec.num_units[0] in (C - 3, C - 2)
   # folding is exact here, so fold_conv_constants=True must remove it
   small2, spec2 = ppx.compact(params, spec, fold_conv_constants=True)
   assert spec2.num_units == (C - 3,)
-  assert rel(t.forward(f64(small2), t.x), t.forward(f64(params), t.x)) <= 1e-6
+  assert rel(t.forward(reference.copy64(small2), t.x), t.forward(reference.copy64(params), t.x)) <= 1e-6
 
 
 # ---------------------------------------------------------------- errors
@@ -604,9 +463,9 @@ def test_flatten_hint_follows_the_equinox_layout():
   x = r.standard_normal((5, 16))
   a = r.uniform(0.3, 3.0, size=5)
   fc = np.asarray(params["fc"]["weight"], np.float64)
-  (v,) = spec.gather({"conv": {"weight": jnp.zeros((5, 2, 3, 3)),
-                               "bias": jnp.zeros((5, 1, 1))},
-                      "fc": {"weight": jnp.asarray(fc), "bias": jnp.zeros(3)}})[0].v
+  (v,) = spec.split({"conv": {"weight": jnp.zeros((5, 2, 3, 3)),
+                              "bias": jnp.zeros((5, 1, 1))},
+                     "fc": {"weight": jnp.asarray(fc), "bias": jnp.zeros(3)}})[0][0].v
   scaled = np.asarray(v) / a[None, :, None]
   np.testing.assert_allclose(scaled.reshape(3, 80) @ (x * a[:, None]).reshape(80),
                              fc @ x.reshape(80), rtol=1e-5)

@@ -5,7 +5,8 @@ import re
 import jax.numpy as jnp
 import pytest
 
-from pathprox_jax import LAYOUTS, Slice, UnitGroup, UnitSpec
+from pathprox_jax import Slice, UnitGroup, UnitSpec
+from pathprox_jax.units import LAYOUTS
 
 
 def flax_layer(shape, bias=True):

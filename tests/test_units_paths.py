@@ -14,7 +14,7 @@ from pathprox_jax.units.paths import leaf_index
 
 
 def paths(tree):
-  return [ppx.path_str(kp) for kp, _ in
+  return [ppx.units.path_str(kp) for kp, _ in
           jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
@@ -53,7 +53,7 @@ def test_leaf_index_positions_follow_flatten_order():
   tree = {"b": jnp.zeros(1), "a": [jnp.ones(2), jnp.full(3, 2.0)]}
   leaves, treedef, index = leaf_index(tree)
   assert index == {"a/0": 0, "a/1": 1, "b": 2}
-  for p, i in index.items():
+  for i in index.values():
     assert leaves[i] is jax.tree.leaves(tree)[i]
   assert jax.tree.unflatten(treedef, leaves)["a"][1] is tree["a"][1]
 
@@ -79,7 +79,7 @@ def test_leaf_index_rejects_two_leaves_with_one_path():
     ("kernel_init/x", (3, 4), False),
 ])
 def test_is_kernel(path, shape, expected):
-  assert ppx.is_kernel(path, jnp.ones(shape)) is expected
+  assert ppx.units.is_kernel(path, jnp.ones(shape)) is expected
 
 
 def test_kernel_mask_flax_haiku_equinox_style_names():
@@ -89,7 +89,7 @@ def test_kernel_mask_flax_haiku_equinox_style_names():
       "layers": [Layer(jnp.ones((2, 4)), jnp.ones(2)),
                  {"weight": jnp.ones(2), "bias": jnp.ones(2)}],  # a LayerNorm
   }
-  mask = ppx.kernel_mask(params)
+  mask = ppx.units.kernel_mask(params)
   assert mask == {
       "flax": {"kernel": True, "bias": False},
       "mlp/~/linear_0": {"w": True, "b": False},
@@ -101,10 +101,10 @@ def test_kernel_mask_on_equinox_modules():
   eqx = pytest.importorskip("equinox")
   key = jax.random.key(0)
   mlp = eqx.filter(eqx.nn.MLP(2, 3, 4, 1, key=key), eqx.is_array)
-  mask = ppx.kernel_mask(mlp)
+  mask = ppx.units.kernel_mask(mlp)
   assert [m.weight for m in mask.layers] == [True, True]
   assert [m.bias for m in mask.layers] == [False, False]
-  ln = ppx.kernel_mask(eqx.nn.LayerNorm(4))
+  ln = ppx.units.kernel_mask(eqx.nn.LayerNorm(4))
   assert ln.weight is False and ln.bias is False
 
 
@@ -112,7 +112,7 @@ def test_kernel_mask_is_an_optax_mask():
   optax = pytest.importorskip("optax")
   params = {"fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
             "ln": {"weight": jnp.ones(2)}}
-  tx = optax.add_decayed_weights(0.5, mask=ppx.kernel_mask)
+  tx = optax.add_decayed_weights(0.5, mask=ppx.units.kernel_mask)
   upd, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params),
                      params)
   np.testing.assert_array_equal(upd["fc"]["kernel"], 0.5)

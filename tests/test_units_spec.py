@@ -1,4 +1,4 @@
-"""pathprox_jax.units.spec: UnitSpec construction, roles, masks, check, gather/scatter, report."""
+"""pathprox_jax.units.spec: UnitSpec construction, roles, masks, check, split/merge, report."""
 
 import jax
 import jax.numpy as jnp
@@ -9,9 +9,17 @@ from flax import nnx
 from flax.core import freeze
 
 import pathprox_jax as ppx
-from pathprox_jax import LABELS, Slice, UnitGroup, UnitSpec, UnitWeights
-from pathprox_jax.units import (INPUT_BIAS, INPUT_KERNEL, OTHER, OUTPUT_BIAS,
-                                OUTPUT_KERNEL, UNGROUPED_KERNEL)
+from pathprox_jax import Slice, UnitGroup, UnitSpec
+from pathprox_jax.units import (
+  INPUT_BIAS,
+  INPUT_KERNEL,
+  LABELS,
+  OTHER,
+  OUTPUT_BIAS,
+  OUTPUT_KERNEL,
+  UNGROUPED_KERNEL,
+  UnitWeights,
+)
 
 
 def dense(n_in, n_out, bias=True):
@@ -166,11 +174,11 @@ def test_check_names_shape_changes_missing_leaves_and_dtypes():
     spec.check(ints)
 
 
-# ------------------------------------------------------- gather / scatter
-def test_gather_gives_views_axes_and_output_biases():
+# ---------------------------------------------------------- split / merge
+def test_split_gives_views_axes_and_output_biases():
   tree = random_tree()
   spec = flatten_spec(tree)
-  (x,) = spec.gather(tree)
+  (x,), _ = spec.split(tree)
   assert isinstance(x, UnitWeights)
   assert [a.shape for a in x.w] == [(3, 3, 2, 8)]
   assert [a.shape for a in x.b] == [(8,)]
@@ -185,31 +193,31 @@ def test_gather_gives_views_axes_and_output_biases():
   assert x.w[0].dtype == jnp.bfloat16 and x.b[0].dtype == jnp.float16
 
 
-def test_gather_scatter_round_trip_is_bitwise():
+def test_split_merge_round_trip_is_bitwise():
   tree = random_tree(1)
   spec = flatten_spec(tree)
-  back = spec.scatter(tree, spec.gather(tree))
+  back = spec.merge(*spec.split(tree))
   assert jax.tree.structure(back) == jax.tree.structure(tree)
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(np.asarray(a, np.float32),
                                   np.asarray(b, np.float32))
-  jitted = jax.jit(lambda t: spec.scatter(t, spec.gather(t)))(tree)
+  jitted = jax.jit(lambda t: spec.merge(*spec.split(t)))(tree)
   for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(tree)):
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(np.asarray(a, np.float32),
                                   np.asarray(b, np.float32))
 
 
-def test_scatter_reshapes_views_back_and_casts_to_the_leaf_dtype():
+def test_merge_reshapes_views_back_and_casts_to_the_leaf_dtype():
   tree = random_tree(2)
   spec = flatten_spec(tree)
-  (x,) = spec.gather(tree)
+  (x,), _ = spec.split(tree)
   new_v0 = jnp.arange(4 * 8 * 6, dtype=jnp.float32).reshape(4, 8, 6)
   y = x.replace(w=(x.w[0].astype(jnp.float32) * 3.0 + 0.001,),   # float32 values
                 b=(x.b[0].astype(jnp.float32) + 1,),
                 v=(new_v0, x.v[1]), c=(x.c[0] * 0,))
-  out = jax.jit(spec.scatter)(tree, [y])
+  out = jax.jit(lambda t, ys: spec.merge(ys, spec.split(t)[1]))(tree, [y])
   assert out["conv"]["kernel"].dtype == jnp.bfloat16   # cast back
   assert out["conv"]["bias"].dtype == jnp.float16
   exp_w = (np.asarray(tree["conv"]["kernel"], np.float32) * 3 + 0.001)
@@ -224,18 +232,24 @@ def test_scatter_reshapes_views_back_and_casts_to_the_leaf_dtype():
                                   np.asarray(tree[layer]["kernel"]))
 
 
-def test_gather_works_on_any_params_shaped_tree():
+def test_split_works_on_any_params_shaped_tree():
   tree = random_tree(3)
   spec = flatten_spec(tree)
   moments = jax.tree.map(lambda a: jnp.square(a.astype(jnp.float32)), tree)
-  (m,) = spec.gather(moments)
+  (m,), _ = spec.split(moments)
   np.testing.assert_array_equal(np.asarray(m.v[1]),
                                 np.asarray(moments["aux"]["kernel"]))
-  with pytest.raises(ValueError, match="'fc/kernel' is missing from the tree"):
-    spec.gather({k: v for k, v in tree.items() if k != "fc"})
+  with pytest.raises(ValueError, match="Group 0: 'fc/kernel' is missing from "
+                     r"the params \(a mask or a filter must keep every grouped "
+                     r"leaf\)"):
+    spec.split({k: v for k, v in tree.items() if k != "fc"})
+  with pytest.raises(ValueError, match=r"Group 0: 'fc/kernel' has shape \(32, 7\) "
+                     r"in the params, but the UnitSpec was built for shape "
+                     r"\(32, 6\)"):
+    spec.split(dict(tree, fc={"kernel": jnp.ones((32, 7)), "bias": jnp.ones(7)}))
 
 
-def test_map_groups_is_scatter_of_mapped_gather():
+def test_map_groups_is_merge_of_mapped_split():
   tree = random_tree(4)
   spec = flatten_spec(tree)
   out = spec.map_groups(tree, lambda x: x.replace(v=tuple(2 * a for a in x.v)))

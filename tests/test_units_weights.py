@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pathprox_jax as ppx
-from pathprox_jax import UnitWeights, scale_units
+from pathprox_jax.units import UnitWeights, scale_units
 from tests import reference
 
 
@@ -105,11 +105,11 @@ def test_scale_units_low_precision_computes_in_float32():
 def test_where_units_matches_numpy_under_jit():
   rng = np.random.default_rng(3)
   mk = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
-  x = ppx.UnitWeights((mk(3, 4), mk(2, 2, 4)), (mk(4),), (mk(4, 5),), (mk(5),),
+  x = ppx.units.UnitWeights((mk(3, 4), mk(2, 2, 4)), (mk(4),), (mk(4, 5),), (mk(5),),
                       (1, 2), (0,), (0,))
   y = jax.tree.map(lambda a: a * 0 - 1, x)
   keep = jnp.array([True, False, False, True])
-  out = jax.jit(ppx.where_units)(keep, x, y)
+  out = jax.jit(ppx.units.where_units)(keep, x, y)
   k = np.asarray(keep)
   np.testing.assert_array_equal(out.w[0], np.where(k[None], x.w[0], -1))
   np.testing.assert_array_equal(out.w[1], np.where(k[None, None], x.w[1], -1))

@@ -4,7 +4,7 @@
 ops) -> ``rules`` (positive homogeneity, one candidate at a time) ->
 ``infer`` (the Slice of each leaf) -> ``chains`` (where balancing is exact)
 -> ``discover`` (choose disjoint groups, findings); ``verify`` checks any spec
-numerically. The entry points are :meth:`pathprox_jax.UnitSpec.discover`,
-:meth:`pathprox_jax.UnitSpec.discover_module` and
-:func:`pathprox_jax.verify_units`.
+numerically; ``primitives`` is the one table of what each JAX primitive does.
+The entry points are :func:`pathprox_jax.discover`,
+:func:`pathprox_jax.discover_module` and :func:`pathprox_jax.verify_units`.
 """

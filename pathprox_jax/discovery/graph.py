@@ -8,15 +8,21 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.extend.core  # jax.extend.core.Literal
 import numpy as np
 
 from pathprox_jax.units.paths import path_str
 
 #: Primitives whose sub-jaxpr computes exactly their outputs from their inputs.
 _CALLS = {
-    "pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr", "remat": "jaxpr", "checkpoint": "jaxpr",
-    "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
+    "pjit": "jaxpr",
+    "jit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
 }
 
@@ -24,6 +30,7 @@ _CALLS = {
 @dataclasses.dataclass(frozen=True)
 class Lit:
   """A constant operand (literal or closed-over constant) with its value."""
+
   value: Any
 
 
@@ -34,6 +41,7 @@ class Node:
   ``ins`` are variable ids or :class:`Lit`; ``where`` names the enclosing
   calls (``"relu"``, ``"silu"``), for error messages.
   """
+
   prim: str
   params: dict
   ins: list
@@ -44,12 +52,13 @@ class Node:
 @dataclasses.dataclass
 class Graph:
   """The flat graph of a traced model."""
+
   nodes: list[Node]
   shapes: dict[int, tuple[int, ...]]
-  params: dict[int, str]              # input variable id -> leaf path
+  params: dict[int, str]  # input variable id -> leaf path
   leaf_shapes: dict[str, tuple[int, ...]]
-  outputs: list                       # variable ids (or Lit) of the outputs
-  uses: dict[int, list[int]]          # variable id -> indices of nodes using it
+  outputs: list  # variable ids (or Lit) of the outputs
+  uses: dict[int, list[int]]  # variable id -> indices of nodes using it
 
   def producer(self) -> dict[int, int]:
     return {o: k for k, n in enumerate(self.nodes) for o in n.outs}
@@ -64,14 +73,16 @@ def trace(fn: Callable, params: Any, inputs: tuple) -> Graph:
   """
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a)),
-      (params, inputs))
+      (params, inputs),
+  )
   try:
     closed = jax.make_jaxpr(lambda p, xs: fn(p, *xs))(*abstract)
   except Exception as e:  # noqa: BLE001 - re-raised with context
     shapes = jax.tree.map(lambda a: tuple(np.shape(a)), inputs)
     raise ValueError(
-        f"UnitSpec.discover could not trace fn(params, *example_inputs) with "
-        f"example input shapes {shapes}: {type(e).__name__}: {e}") from e
+        "discover could not trace fn(params, *example_inputs) with "
+        f"example input shapes {shapes}: {type(e).__name__}: {e}"
+    ) from e
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   n_params = len(flat)
   graph = Graph([], {}, {}, {}, [], {})
@@ -112,12 +123,18 @@ def _inline(jaxpr, ins, consts, graph: Graph, counter, where) -> list:
     sub = eqn.params.get(_CALLS.get(name, ""), None)
     if sub is not None:
       inner = sub.jaxpr if hasattr(sub, "jaxpr") else sub
-      inner_consts = ([Lit(np.asarray(c)) for c in sub.consts]
-                      if hasattr(sub, "consts") else [])
+      inner_consts = (
+          [Lit(np.asarray(c)) for c in sub.consts]
+          if hasattr(sub, "consts")
+          else []
+      )
       debug = getattr(inner, "debug_info", None)
-      label = eqn.params.get("name") or getattr(debug, "func_name", None) or name
-      outs = _inline(inner, args, inner_consts, graph, counter,
-                     where + (str(label),))
+      label = (
+          eqn.params.get("name") or getattr(debug, "func_name", None) or name
+      )
+      outs = _inline(
+          inner, args, inner_consts, graph, counter, where + (str(label),)
+      )
       for v, o in zip(eqn.outvars, outs):
         env[v] = o
       continue

@@ -10,65 +10,42 @@ entry or which unit each of its entries is.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from pathprox_jax.discovery.graph import Graph, Lit
-
-#: Primitives that only move, copy or drop entries.
-LAYOUT = frozenset({
-    "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
-    "convert_element_type", "copy", "copy_p", "slice", "rev", "pad",
-    "concatenate", "dynamic_slice", "reduce_precision", "optimization_barrier",
-})
+from pathprox_jax.discovery.graph import Graph, Lit, Node
+from pathprox_jax.discovery.primitives import Moves, lookup
 
 
-def apply_layout(prim: str, params: dict, args: Sequence[np.ndarray],
-                 fill: int = -1) -> np.ndarray:
-  """``prim`` applied to integer arrays (``fill`` where padding creates entries)."""
-  x = args[0]
-  if prim in ("convert_element_type", "copy", "copy_p", "reduce_precision",
-              "optimization_barrier"):
-    return x
-  if prim == "reshape":
-    return np.reshape(x, params["new_sizes"])
-  if prim == "transpose":
-    return np.transpose(x, params["permutation"])
-  if prim == "broadcast_in_dim":
-    shape, dims = params["shape"], params["broadcast_dimensions"]
-    expanded = np.reshape(x, [x.shape[dims.index(a)] if a in dims else 1
-                              for a in range(len(shape))])
-    return np.broadcast_to(expanded, shape)
-  if prim == "squeeze":
-    return np.squeeze(x, axis=tuple(params["dimensions"]))
-  if prim == "expand_dims":
-    return np.expand_dims(x, tuple(params["dimensions"]))
-  if prim == "slice":
-    strides = params.get("strides") or (1,) * x.ndim
-    return x[tuple(slice(s, e, st) for s, e, st in
-                   zip(params["start_indices"], params["limit_indices"], strides))]
-  if prim == "rev":
-    return np.flip(x, axis=tuple(params["dimensions"]))
-  if prim == "pad":
-    config = params["padding_config"]
-    if any(interior for _, _, interior in config):
-      raise KeyError("pad with interior padding")
-    out = np.pad(x, [(max(lo, 0), max(hi, 0)) for lo, hi, _ in config],
-                 constant_values=fill)
-    return out[tuple(slice(-lo if lo < 0 else None, hi if hi < 0 else None)
-                     for lo, hi, _ in config)]
-  if prim == "concatenate":
-    return np.concatenate(args, axis=params["dimension"])
-  if prim == "dynamic_slice":
-    starts = [int(np.asarray(a)) for a in args[1:]]
-    return x[tuple(slice(s, s + n) for s, n in zip(starts, params["slice_sizes"]))]
-  raise KeyError(prim)
+def apply_layout(node: Node, args: Sequence) -> list[np.ndarray] | None:
+  """The outputs of layout op ``node`` on ``args`` (one array per operand);
+  ``None`` if an index operand (``dynamic_slice``'s starts) is ``None``."""
+  prim = lookup(node.prim)
+  data = prim.data_operands(len(args))
+  if any(a is None for i, a in enumerate(args) if i not in data):
+    return None
+  out = prim.layout(node.params, *args)
+  return out if isinstance(out, list) else [out]
 
 
-def literal_starts(graph: Graph, node) -> bool:
-  """Whether a ``dynamic_slice`` has constant start indices."""
-  return all(isinstance(a, Lit) for a in node.ins[1:])
+def is_view(node: Node) -> bool:
+  """Whether every output entry of ``node`` is one entry of its first operand,
+  at a position known from the graph alone (constant indices)."""
+  prim = lookup(node.prim)
+  return (
+      prim.moves is Moves.LAYOUT
+      and bool(node.ins)
+      and prim.data_operands(len(node.ins)) == range(1)
+      and all(isinstance(a, Lit) for a in node.ins[1:])
+  )
+
+
+def view(node: Node, x: np.ndarray) -> list[np.ndarray] | None:
+  """``node``'s outputs for first operand ``x`` if ``node`` is a view."""
+  if not is_view(node):
+    return None
+  return apply_layout(node, [x] + [a.value for a in node.ins[1:]])
 
 
 class ParamViews:
@@ -82,27 +59,13 @@ class ParamViews:
       shape = graph.leaf_shapes[path]
       self.of[vid] = (path, np.arange(int(np.prod(shape))).reshape(shape))
     for node in graph.nodes:
-      if node.prim not in LAYOUT or node.prim == "concatenate":
-        continue
-      if node.prim == "dynamic_slice" and not literal_starts(graph, node):
-        continue
-      src = node.ins[0]
-      if isinstance(src, Lit) or src not in self.of:
-        continue
-      if node.prim == "pad":
-        continue       # a padded view has entries that are no leaf entry
-      path, idx = self.of[src]
-      self.of[node.outs[0]] = (path, apply_layout(node.prim, node.params,
-                                                  [idx] + _lits(node.ins[1:])))
+      src = self.get(node.ins[0]) if node.ins else None
+      outs = view(node, src[1]) if src is not None else None
+      for o, idx in zip(node.outs, outs or ()):
+        self.of[o] = (src[0], idx)
 
   def get(self, atom) -> tuple[str, np.ndarray] | None:
-    if isinstance(atom, Lit):
-      return None
-    return self.of.get(atom)
-
-
-def _lits(atoms) -> list[Any]:
-  return [a.value if isinstance(a, Lit) else None for a in atoms]
+    return None if isinstance(atom, Lit) else self.of.get(atom)
 
 
 class Constants:
@@ -112,17 +75,19 @@ class Constants:
   def __init__(self, graph: Graph):
     self.of: dict[int, np.ndarray] = {}
     for node in graph.nodes:
-      if node.prim not in LAYOUT:
+      if lookup(node.prim).moves is not Moves.LAYOUT:
         continue
-      vals = [a.value if isinstance(a, Lit) else self.of.get(a) for a in node.ins]
-      if any(v is None for v in vals[:1]) or (
-          node.prim == "concatenate" and any(v is None for v in vals)):
+      vals = [self.value(a) for a in node.ins]
+      if any(v is None for v in vals):
         continue
       try:
-        self.of[node.outs[0]] = apply_layout(node.prim, node.params, vals, 0)
+        self.of.update(zip(node.outs, apply_layout(node, vals)))
       except (KeyError, ValueError, TypeError):
         continue
 
+  def value(self, atom) -> np.ndarray | None:
+    return atom.value if isinstance(atom, Lit) else self.of.get(atom)
+
   def is_zero(self, atom) -> bool:
-    v = atom.value if isinstance(atom, Lit) else self.of.get(atom)
+    v = self.value(atom)
     return v is not None and not np.any(np.asarray(v))

@@ -28,7 +28,7 @@ def verify_units(fn: Callable, params: Any, units: UnitSpec, *inputs: Any,
   whole spec is layer-balanced (:func:`~pathprox_jax.balance_layers`, along
   :attr:`UnitSpec.links`). Neither may change ``fn(params, *inputs)`` by
   more than ``rtol`` (relative). This is the check a hand-built spec can
-  get; :meth:`UnitSpec.discover` establishes the same from the graph.
+  get; :func:`~pathprox_jax.discover` establishes the same from the graph.
 
   Args:
     fn: ``fn(params, *inputs) -> outputs``.
@@ -60,12 +60,13 @@ def verify_units(fn: Callable, params: Any, units: UnitSpec, *inputs: Any,
   reference = apply(params)
   rng = np.random.default_rng(seed)
   changes = {}
-  for g, x in enumerate(units.gather(params)):
+  split, rest = units.split(params)
+  for g, x in enumerate(split):
     a = jnp.asarray(rng.uniform(0.5, 2.0, x.num_units), jnp.float32)
-    groups = units.gather(params)
+    groups = list(split)
     groups[g] = scale_units(x, w=a, b=a, v=1.0 / a)
     changes[f"group {g}"] = _relative_change(reference,
-                                             apply(units.scatter(params, groups)))
+                                             apply(units.merge(groups, rest)))
   changes["balance_layers"] = _relative_change(
       reference, apply(balance_layers(params, units)))
   bad = {k: v for k, v in changes.items() if not v <= rtol}

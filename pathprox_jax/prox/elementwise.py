@@ -3,8 +3,8 @@
 Every operator here has the same signature, modelled on jaxopt's
 ``prox(x, hyperparams, scaling)``::
 
-    prox_xxx(x, reg, scaling=1.0)
-        = argmin_y  sum_i (y_i - x_i)^2 / (2 * scaling_i) + reg * R(y)
+    prox_xxx(x, weight_decay, scaling=1.0)
+        = argmin_y  sum_i (y_i - x_i)^2 / (2 * scaling_i) + weight_decay * R(y)
 
 with a separable regulariser ``R(y) = sum_i r(y_i)``. ``scaling`` is a scalar
 or an array broadcastable to ``x``; in ProxGen (Yun, Lozano & Yang, "A General
@@ -12,7 +12,7 @@ Family of Stochastic Proximal Gradient Methods for Deep Learning") it is the
 inverse diagonal metric ``lr / (C_t + delta)``. Because the problem separates,
 each coordinate solves the scalar problem
 
-    argmin_y  0.5 * (y - x_i)^2 + mu_i * r(y),      mu_i = reg * scaling_i,
+    argmin_y  0.5 * (y - x_i)^2 + mu_i * r(y),      mu_i = weight_decay * scaling_i,
 
 so a per-coordinate ``scaling`` is exactly the scalar prox applied with its own
 ``mu_i`` (ProxGen, Sec. 2, "Examples of Proximal Mappings for ProxGen").
@@ -37,7 +37,7 @@ Numerics shared by all operators:
 * computation happens in ``promote_types(x.dtype, float32)`` (so bfloat16 and
   float16 are computed in float32, float64 stays float64) and the result is
   cast back to ``x.dtype`` (integer inputs give the default float dtype);
-* ``mu = reg * scaling`` is broadcast to ``x.shape``; negative values are
+* ``mu = weight_decay * scaling`` is broadcast to ``x.shape``; negative values are
   clipped to 0 and coordinates with ``mu == 0`` return ``x`` unchanged
   (bit for bit);
 * the closed forms for q in {1/2, 2/3} are evaluated in units of
@@ -46,7 +46,7 @@ Numerics shared by all operators:
   log space, and the branches are combined with ``jnp.where``. Hence no NaN or
   inf for ``x = 0``, ``-0.0``, ``mu = 0``, ``mu = 1e30`` or ``|x|`` near the
   dtype's maximum;
-* ``reg`` and ``scaling`` may be traced; everything is vectorised and
+* ``weight_decay`` and ``scaling`` may be traced; everything is vectorised and
   jit-able. Only the exponent ``q`` of ``prox_binary`` must be static.
 """
 
@@ -70,7 +70,6 @@ __all__ = [
   "prox_l_half",
   "prox_l_two_thirds",
   "prox_binary",
-  "prox_quant_original",
   "scalar_threshold",
   "scalar_jump",
   "get_lq_prox",
@@ -95,8 +94,8 @@ _A_CONST_TWO_THIRDS = 2.0 / math.sqrt(3.0) * 2.0**0.25
 # --------------------------------------------------------------------------
 
 
-def _prepare(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike):
-  """Returns (z, mu, out_dtype): x and mu = max(reg * scaling, 0) in compute dtype."""
+def _prepare(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike):
+  """Returns (z, mu, out_dtype): x and mu = max(weight_decay * scaling, 0) in compute dtype."""
   x = jnp.asarray(x)
   if jnp.issubdtype(x.dtype, jnp.complexfloating):
     raise TypeError(f"Elementwise prox operators need real inputs, got {x.dtype}.")
@@ -106,7 +105,7 @@ def _prepare(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike):
     out_dtype = jnp.result_type(float)
   compute_dtype = jnp.promote_types(out_dtype, jnp.float32)
   z = x.astype(compute_dtype)
-  mu = jnp.asarray(reg, compute_dtype) * jnp.asarray(scaling, compute_dtype)
+  mu = jnp.asarray(weight_decay, compute_dtype) * jnp.asarray(scaling, compute_dtype)
   mu = jnp.broadcast_to(jnp.maximum(mu, 0), z.shape)
   return z, mu, out_dtype
 
@@ -171,8 +170,8 @@ _CORES = {
 }
 
 
-def _apply(core, x: ArrayLike, reg: ArrayLike, scaling: ArrayLike) -> Array:
-  z, mu, out_dtype = _prepare(x, reg, scaling)
+def _apply(core, x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike) -> Array:
+  z, mu, out_dtype = _prepare(x, weight_decay, scaling)
   y = core(z, mu)
   return jnp.where(mu == 0, z, y).astype(out_dtype)
 
@@ -201,19 +200,19 @@ def _canonical_q(q, allowed=SUPPORTED_Q) -> float:
 
 
 @prox_function
-def prox_l1(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
-  r"""Soft thresholding: prox of ``reg * ||y||_1`` in the metric ``1 / scaling``.
+def prox_l1(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+  r"""Soft thresholding: prox of ``weight_decay * ||y||_1`` in the metric ``1 / scaling``.
 
   Implements ProxGen Sec. 2, Eq. (3), coordinate-wise::
 
-      y_i = sign(x_i) * max(|x_i| - mu_i, 0),     mu_i = reg * scaling_i,
+      y_i = sign(x_i) * max(|x_i| - mu_i, 0),     mu_i = weight_decay * scaling_i,
 
-  the minimiser of ``sum_i (y_i - x_i)^2 / (2 scaling_i) + reg * sum_i |y_i|``.
+  the minimiser of ``sum_i (y_i - x_i)^2 / (2 scaling_i) + weight_decay * sum_i |y_i|``.
   Threshold ``mu_i`` (``y_i = 0`` iff ``|x_i| <= mu_i``); continuous, no jump.
 
   Args:
     x: input array (any real dtype; computed in at least float32).
-    reg: regularisation strength ``lambda`` (scalar, may be traced), >= 0.
+    weight_decay: regularisation strength ``lambda`` (scalar, may be traced), >= 0.
     scaling: scalar or array broadcastable to ``x``: the inverse diagonal
       metric, e.g. ``lr / (C_t + delta)`` for ProxGen-Adam. >= 0.
 
@@ -227,16 +226,16 @@ def prox_l1(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
     >>> prox_l1(jnp.array([2.0, 2.0]), 1.0, scaling=jnp.array([0.5, 3.0]))
     Array([1.5, 0. ], dtype=float32)
   """
-  return _apply(_l1_core, x, reg, scaling)
+  return _apply(_l1_core, x, weight_decay, scaling)
 
 
 @prox_function
-def prox_l0(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
-  r"""Hard thresholding: prox of ``reg * ||y||_0`` in the metric ``1 / scaling``.
+def prox_l0(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+  r"""Hard thresholding: prox of ``weight_decay * ||y||_0`` in the metric ``1 / scaling``.
 
   Implements ProxGen Sec. 2, Eq. (4), coordinate-wise::
 
-      y_i = x_i  if |x_i| > sqrt(2 mu_i)  else 0,     mu_i = reg * scaling_i.
+      y_i = x_i  if |x_i| > sqrt(2 mu_i)  else 0,     mu_i = weight_decay * scaling_i.
 
   Threshold and jump are both ``sqrt(2 mu_i)``. At ``|x_i| == sqrt(2 mu_i)``
   Eq. (4) allows ``{0, x_i}``; this function returns 0.
@@ -248,16 +247,16 @@ def prox_l0(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
     >>> prox_l0(jnp.array([-1.5, 1.0, 1.5]), 0.5)  # threshold sqrt(2 * 0.5) = 1
     Array([-1.5,  0. ,  1.5], dtype=float32)
   """
-  return _apply(_l0_core, x, reg, scaling)
+  return _apply(_l0_core, x, weight_decay, scaling)
 
 
 @prox_function
-def prox_l_half(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
-  r"""Half thresholding: prox of ``reg * sum_i |y_i|^(1/2)`` in the metric ``1 / scaling``.
+def prox_l_half(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+  r"""Half thresholding: prox of ``weight_decay * sum_i |y_i|^(1/2)`` in the metric ``1 / scaling``.
 
   Closed form for q = 1/2 (ProxGen Sec. 2, "Examples of Proximal Mappings";
   the paper defers the formula to its appendix / ref. [37]). With
-  ``mu = reg * scaling_i``::
+  ``mu = weight_decay * scaling_i``::
 
       tau = 1.5 * mu^(2/3)
       phi = arccos((mu / 4) * (|x| / 3)^(-3/2))
@@ -275,16 +274,16 @@ def prox_l_half(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array
     >>> [round(float(v), 4) for v in y]
     [-2.6955, 0.0, 1.1295, 2.6955]
   """
-  return _apply(_l_half_core, x, reg, scaling)
+  return _apply(_l_half_core, x, weight_decay, scaling)
 
 
 @prox_function
-def prox_l_two_thirds(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
-  r"""Prox of ``reg * sum_i |y_i|^(2/3)`` in the metric ``1 / scaling``.
+def prox_l_two_thirds(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+  r"""Prox of ``weight_decay * sum_i |y_i|^(2/3)`` in the metric ``1 / scaling``.
 
   Closed form for q = 2/3 (ProxGen Sec. 2, "Examples of Proximal Mappings";
   formula deferred to the paper's appendix / ref. [37]). With
-  ``mu = reg * scaling_i`` and ``lt = 2 mu``::
+  ``mu = weight_decay * scaling_i`` and ``lt = 2 mu``::
 
       tau = (2/3) * (3 lt^3)^(1/4)            (= 2 (2 mu / 3)^(3/4))
       phi = arccosh((27/16) * x^2 * lt^(-3/2))
@@ -305,19 +304,19 @@ def prox_l_two_thirds(x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0) ->
     >>> [round(float(v), 4) for v in y]
     [-2.5094, 0.0, 0.9127, 2.5094]
   """
-  return _apply(_l_two_thirds_core, x, reg, scaling)
+  return _apply(_l_two_thirds_core, x, weight_decay, scaling)
 
 
 @prox_function
 def prox_binary(
-  x: ArrayLike, reg: ArrayLike, scaling: ArrayLike = 1.0, q: float = 1.0
+  x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0, q: float = 1.0
 ) -> Array:
-  r"""Revised ProxQuant: prox of ``reg * sum_i ||y_i| - 1|^q`` in the metric ``1 / scaling``.
+  r"""Revised ProxQuant: prox of ``weight_decay * sum_i ||y_i| - 1|^q`` in the metric ``1 / scaling``.
 
   ProxGen Sec. 2, "Revised ProxQuant" and Table 2 (bottom row): the binary
   regulariser ``R_bin^q(y) = ||y - sign(y)||_q^q`` has the coordinate-wise prox::
 
-      y_i = sign(x_i) + T_q(x_i - sign(x_i); mu_i),     mu_i = reg * scaling_i,
+      y_i = sign(x_i) + T_q(x_i - sign(x_i); mu_i),     mu_i = weight_decay * scaling_i,
 
   where ``T_q`` is the scalar prox of ``mu |.|^q`` (``prox_l1`` for q = 1,
   ``prox_l_half`` for q = 1/2, ``prox_l_two_thirds`` for q = 2/3,
@@ -336,7 +335,7 @@ def prox_binary(
   (not 0 as ``jnp.sign`` would: ``y = 0`` is generally *not* a minimiser).
 
   Args:
-    x, reg, scaling: as in :func:`prox_l1`.
+    x, weight_decay, scaling: as in :func:`prox_l1`.
     q: static exponent, one of 1, 0.5, 2/3 or 0 (2/3 is an extension beyond
       the paper's {1, 1/2, 0}).
 
@@ -354,48 +353,10 @@ def prox_binary(
     Array([-0.25,  1.  ,  1.  ], dtype=float32)
   """
   core = _CORES[_canonical_q(q)]
-  z, mu, out_dtype = _prepare(x, reg, scaling)
+  z, mu, out_dtype = _prepare(x, weight_decay, scaling)
   sgn = jnp.where(z >= 0, jnp.ones_like(z), -jnp.ones_like(z))  # -0.0 >= 0 is True
   y = sgn + core(z - sgn, mu)
   return jnp.where(mu == 0, z, y).astype(out_dtype)
-
-
-@prox_function
-def prox_quant_original(
-  x: ArrayLike, reg: ArrayLike, learning_rate: ArrayLike, q: float = 1.0
-) -> Array:
-  r"""Original ProxQuant prox step (ProxGen Table 2, top row), for comparison.
-
-  ``prox_{lr * reg * R}(x)`` with the binary regulariser of ``prox_binary``:
-  the threshold ``mu = learning_rate * reg`` is the same for every coordinate,
-  i.e. the preconditioner is ignored in the prox. It is exactly
-  ``prox_binary(x, reg, scaling=learning_rate, q=q)`` with a scalar
-  ``learning_rate``; the original method uses q = 1 (W-shaped regulariser
-  ``||y - sign(y)||_1``).
-
-  Args:
-    x: input array (the preconditioned gradient step ``theta_hat``).
-    reg: regularisation strength (may be traced), >= 0.
-    learning_rate: scalar step size ``alpha_t`` (may be traced), >= 0.
-    q: static exponent as in ``prox_binary``.
-
-  Returns:
-    Array with the shape and dtype of ``x``.
-
-  Raises:
-    ValueError: if ``learning_rate`` is not a scalar or ``q`` is unsupported.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> prox_quant_original(jnp.array([0.7, 1.5]), 0.5, 0.5)  # mu = 0.25
-    Array([0.95, 1.25], dtype=float32)
-  """
-  if jnp.ndim(learning_rate) != 0:
-    raise ValueError(
-      "prox_quant_original uses a uniform threshold: learning_rate must be a scalar, "
-      f"got shape {jnp.shape(learning_rate)}. Use prox_binary for a diagonal metric."
-    )
-  return prox_binary(x, reg, scaling=learning_rate, q=q)
 
 
 # --------------------------------------------------------------------------
@@ -428,7 +389,7 @@ def scalar_threshold(q: float, mu: ArrayLike) -> Array:
 
   Args:
     q: static exponent in [0, 1].
-    mu: threshold parameter ``reg * scaling`` (array or scalar, may be traced).
+    mu: threshold parameter ``weight_decay * scaling`` (array or scalar, may be traced).
 
   Returns:
     ``tau_q`` with the shape of ``mu`` (at least float32).
@@ -467,7 +428,7 @@ def _q_mu_jump(q, mu) -> tuple[float, Array, Array]:
 
 
 def get_lq_prox(q: float) -> ProxFn:
-  """Returns the elementwise prox of ``reg * sum_i |y_i|^q`` for static ``q`` in {0, 1/2, 2/3, 1}.
+  """Returns the elementwise prox of ``weight_decay * sum_i |y_i|^q`` for static ``q`` in {0, 1/2, 2/3, 1}.
 
   Examples:
     >>> get_lq_prox(0.5) is prox_l_half

@@ -48,45 +48,61 @@ def unit_norms(x: UnitWeights) -> tuple[jax.Array, jax.Array]:
 
 def group_path_norms(norms: Sequence[tuple[jax.Array, jax.Array]]) -> jax.Array:
   """``(G,)`` group path norms ``P_g = sum_i ||w_i|| ||v_i||`` from per-group
-  :func:`unit_norms`."""
+  :func:`unit_norms`.
+
+  Examples:
+    >>> group_path_norms([(jnp.array([1., 2.]), jnp.array([3., 1.]))])
+    Array([5.], dtype=float32)
+  """
   return jnp.stack([jnp.sum(nw * nv) for nw, nv in norms])
 
 
 def shrink_factors(norms: jax.Array, tau) -> jax.Array:
-  """Group soft-threshold factors: ``max(1 - tau / ||x_k||, 0)`` per group (0 at 0)."""
+  """Group soft-threshold factors: ``max(1 - tau / ||x_k||, 0)`` per group (0 at 0).
+
+  Examples:
+    >>> shrink_factors(jnp.array([2., 0.5, 0.]), 1.0)
+    Array([0.5, 0. , 0. ], dtype=float32)
+  """
   return jnp.where(norms > tau, 1.0 - tau / jnp.where(norms > 0, norms, 1.0),
                    0.0)
 
 
-def group_lasso_slices(xs: Sequence[jax.Array], axes: Sequence[int], reg,
-                       scaling=1.0, *, norms: jax.Array | None = None,
+def group_lasso_slices(xs: Sequence[jax.Array], weight_decay, scaling=1.0, *,
+                       axes: Sequence[int], norms: jax.Array | None = None,
                        newton_steps: int = 20) -> tuple[jax.Array, ...]:
-  r"""Prox of ``reg * sum_k ||x_k||`` where group ``k`` spans every array's slice ``k``.
+  r"""Prox of ``weight_decay * sum_k ||x_k||`` where group ``k`` spans every array's slice ``k``.
 
-  ``argmin_y sum_j (y_j - x_j)^2 / (2 s_j) + reg sum_k ||y_k||`` over all
+  ``argmin_y sum_j (y_j - x_j)^2 / (2 s_j) + weight_decay sum_k ||y_k||`` over all
   entries ``j`` of all arrays. With a scalar ``scaling`` it is the
-  closed-form group soft threshold at ``tau = reg * scaling``; with one
+  closed-form group soft threshold at ``tau = weight_decay * scaling``; with one
   array per input (broadcastable to it; the inverse of a diagonal metric
-  ``d = 1 / s``) it is solved per group: ``y_k = 0`` iff ``||d x_k|| <= reg``,
-  else ``y_j = x_j d_j r / (d_j r + reg)`` with ``r = ||y_k||`` the root of
-  ``sum_j (d_j x_j / (d_j r + reg))^2 = 1``. The metric is first normalised
-  per group (``d / max d``, ``reg min s``; same minimiser, no overflow for
+  ``d = 1 / s``) it is solved per group: ``y_k = 0`` iff ``||d x_k|| <= weight_decay``,
+  else ``y_j = x_j d_j r / (d_j r + weight_decay)`` with ``r = ||y_k||`` the root of
+  ``sum_j (d_j x_j / (d_j r + weight_decay))^2 = 1``. The metric is first normalised
+  per group (``d / max d``, ``weight_decay min s``; same minimiser, no overflow for
   tiny ``s``) and ``newton_steps`` Newton steps on the concave form
   ``1 / ||t(r)|| = 1`` run from the lower end of the bracket
-  ``[(||d x|| - reg) / max d, (||d x|| - reg) / min d]``, stopping early
+  ``[(||d x|| - weight_decay) / max d, (||d x|| - weight_decay) / min d]``, stopping early
   once no root moves by more than a few ulps
   (``docs/algorithms.md``, "Group lasso in a diagonal metric").
 
   Args:
     xs: the arrays of one group family.
     axes: the group (unit) axis of each array.
-    reg: the regularisation strength, scalar (may be traced).
+    weight_decay: the regularisation strength, scalar (may be traced).
     scaling: a scalar step, or a tuple with one array per input.
     norms: optional precomputed group norms (scalar ``scaling`` only).
     newton_steps: at most this many Newton iterations (metric case).
 
   Returns:
     The shrunk arrays, shapes and dtypes of ``xs``.
+
+  Examples:
+    >>> a, b = jnp.array([[3.], [0.1]]), jnp.array([[4., 0.]])   # unit axes 0 and 1
+    >>> group_lasso_slices((a, b), 1.0, axes=(0, 1))   # unit 0: norm 5 -> 4
+    (Array([[2.4],
+           [0. ]], dtype=float32), Array([[3.2, 0. ]], dtype=float32))
   """
   xs, axes = tuple(xs), tuple(a % x.ndim for x, a in zip(xs, axes))
   acc = accumulation_dtype(xs[0].dtype)
@@ -96,7 +112,7 @@ def group_lasso_slices(xs: Sequence[jax.Array], axes: Sequence[int], reg,
                        "a tuple with one array per input.")
     if norms is None:
       norms = safe_sqrt(sums_of_squares(xs, axes))
-    tau = jnp.asarray(reg, acc) * jnp.asarray(scaling, acc)
+    tau = jnp.asarray(weight_decay, acc) * jnp.asarray(scaling, acc)
     factor = shrink_factors(norms, tau)
     return tuple((x.astype(acc) * along(factor, x.ndim, a)).astype(x.dtype)
                  for x, a in zip(xs, axes))
@@ -115,14 +131,14 @@ def group_lasso_slices(xs: Sequence[jax.Array], axes: Sequence[int], reg,
   z = tuple(x.astype(acc) for x in xs)
   s = tuple(jnp.broadcast_to(jnp.asarray(sc, acc), zi.shape)
             for sc, zi in zip(scaling, z))
-  reg = jnp.asarray(reg, acc)
+  weight_decay = jnp.asarray(weight_decay, acc)
   smin = per_group(jnp.min, s)
   live = smin > 0                     # a zero step: the prox is the identity
   d = tuple(jnp.where(bc(live, si, a),
                       bc(jnp.where(live, smin, 1.0), si, a)
                       / jnp.where(si > 0, si, 1.0), 1.0)
             for si, a in zip(s, axes))
-  mu = reg * jnp.where(live, smin, 0.0)
+  mu = weight_decay * jnp.where(live, smin, 0.0)
   dz = tuple(di * zi for di, zi in zip(d, z))
   ndz = safe_sqrt(per_group(jnp.sum, tuple(jnp.square(q) for q in dz)))
   excess = jnp.maximum(ndz - mu, 0.0)
@@ -164,20 +180,20 @@ def group_lasso_slices(xs: Sequence[jax.Array], axes: Sequence[int], reg,
   return tuple(out)
 
 
-def prox_group_lasso(x: jax.Array, reg, scaling=1.0, axis: int = 0, *,
-                     norms: jax.Array | None = None,
+def prox_group_lasso(x: jax.Array, weight_decay, scaling=1.0, *,
+                     axis: int = 0, norms: jax.Array | None = None,
                      newton_steps: int = 20) -> jax.Array:
-  r"""Proximal operator of ``reg * sum_k ||x_k||_2`` (group lasso), groups along ``axis``.
+  r"""Proximal operator of ``weight_decay * sum_k ||x_k||_2`` (group lasso), groups along ``axis``.
 
   The one-array form of :func:`group_lasso_slices`: with a scalar
   ``scaling`` the group soft threshold ``y_k = x_k max(1 - tau / ||x_k||,
-  0)``, ``tau = reg * scaling`` (PathProx, Algorithm 4.1, ``Prox_2``); with
+  0)``, ``tau = weight_decay * scaling`` (PathProx, Algorithm 4.1, ``Prox_2``); with
   an array ``scaling`` broadcastable to ``x`` the prox in the diagonal
   metric ``1 / scaling`` (ProxGen, eq. 2).
 
   Args:
     x: the point to shrink.
-    reg: the regularisation strength (``lambda``), scalar, may be traced.
+    weight_decay: the regularisation strength (``lambda``), scalar, may be traced.
     scaling: scalar step, or an array broadcastable to ``x``.
     axis: the group axis.
     norms: optional precomputed ``group_norms(x, axis)`` (scalar case).
@@ -188,7 +204,7 @@ def prox_group_lasso(x: jax.Array, reg, scaling=1.0, axis: int = 0, *,
 
   Examples:
     >>> x = jnp.array([[3., 4.], [0.1, 0.]])     # rows are groups
-    >>> prox_group_lasso(x, reg=1.0, scaling=1.0, axis=0)
+    >>> prox_group_lasso(x, 1.0, 1.0, axis=0)
     Array([[2.4, 3.2],
            [0. , 0. ]], dtype=float32)
 
@@ -198,5 +214,5 @@ def prox_group_lasso(x: jax.Array, reg, scaling=1.0, axis: int = 0, *,
     ``docs/algorithms.md``, "Group lasso in a diagonal metric".
   """
   scaling = scaling if jnp.ndim(scaling) == 0 else (scaling,)
-  return group_lasso_slices((x,), (axis,), reg, scaling, norms=norms,
-                            newton_steps=newton_steps)[0]
+  return group_lasso_slices((x,), weight_decay, scaling, axes=(axis,),
+                            norms=norms, newton_steps=newton_steps)[0]

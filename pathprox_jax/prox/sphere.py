@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 
-from pathprox_jax._numerics import safe_inverse, safe_sqrt, sums_of_squares
+from pathprox_jax._numerics import (MIN_NORM, safe_inverse, safe_sqrt,
+                                    sums_of_squares)
 from pathprox_jax.units.weights import UnitWeights, scale_units
 
 
-def project_unit_sphere(x: UnitWeights, *args, include_bias_in_norm: bool = False,
-                        min_norm: float = 1e-12,
-                        norms: jax.Array | None = None, **deprecated
-                        ) -> UnitWeights:
+def project_unit_sphere(x: UnitWeights, weight_decay=0.0, scaling=1.0, *,
+                        include_bias_in_norm: bool = False,
+                        min_norm: float = MIN_NORM,
+                        norms: jax.Array | None = None) -> UnitWeights:
   r"""Projects every unit's input weights onto the unit sphere.
 
   ``w_i <- w_i / ||w_i||``, the prox of the sphere indicator ``I_S``
@@ -24,14 +23,18 @@ def project_unit_sphere(x: UnitWeights, *args, include_bias_in_norm: bool = Fals
   ``||w_i|| <= min_norm`` (an all-zero column) are left unchanged: zeros
   stay zero and nothing is NaN. Output weights are untouched.
 
+  The prox signature of the package, ``prox(x, weight_decay, scaling)``;
+  an indicator has no strength and no step, so both are ignored.
+
   Args:
-    x: a group's :class:`~pathprox_jax.UnitWeights`.
+    x: a group's :class:`~pathprox_jax.units.UnitWeights`.
+    weight_decay, scaling: ignored (the prox of an indicator).
     include_bias_in_norm: project ``[w_i; b_i]`` (``||[w_i; b_i]|| = 1``).
     min_norm: norms at or below this are not projected.
     norms: optional precomputed kernel-only ``||w_i||``.
 
   Returns:
-    The projected :class:`~pathprox_jax.UnitWeights`.
+    The projected :class:`~pathprox_jax.units.UnitWeights`.
 
   Examples:
     >>> x = UnitWeights.from_arrays(jnp.array([[3., 0.], [4., 0.]]),
@@ -45,22 +48,7 @@ def project_unit_sphere(x: UnitWeights, *args, include_bias_in_norm: bool = Fals
     Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1 and Lemma 4.2;
     ``docs/algorithms.md``, "The PathProx step".
   """
-  if not isinstance(x, UnitWeights):      # the 0.1 form (kernel, bias)
-    warnings.warn("project_unit_sphere(kernel, bias) is deprecated; pass "
-                  "UnitWeights.from_arrays(kernel, v, b) (removed in 0.3).",
-                  DeprecationWarning, stacklevel=2)
-    kernel = x
-    bias = args[0] if args else deprecated.pop("bias", None)
-    min_norm = deprecated.pop("eps", min_norm)
-    include_bias_in_norm = deprecated.pop("include_bias", include_bias_in_norm)
-    y = project_unit_sphere(
-        UnitWeights.from_arrays(kernel, jnp.zeros((kernel.shape[-1], 0)), bias),
-        include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
-        norms=norms)
-    return y.w[0], (y.b[0] if bias is not None else None)
-  if args or deprecated:
-    raise TypeError("project_unit_sphere takes one UnitWeights and keyword "
-                    f"options; got extra {args or sorted(deprecated)}.")
+  del weight_decay, scaling
   if norms is None:
     norms = safe_sqrt(sums_of_squares(x.w, x.w_axes))
   if include_bias_in_norm and x.b:

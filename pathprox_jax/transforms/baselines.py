@@ -29,6 +29,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -36,11 +38,9 @@ import optax
 from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
                                   check_number, check_schedule, require_params,
                                   scalar_at)
-from pathprox_jax._deprecation import renamed_kwargs
 from pathprox_jax.prox.elementwise import get_lq_prox, prox_binary
-from pathprox_jax.transforms.proxgen import (_MISSING, MaskOrFn, adam_family,
-                                             check_adam_args, mask_leaves,
-                                             resolve_prox_args)
+from pathprox_jax.prox.tree import MaskOrFn, mask_leaves
+from pathprox_jax.transforms.proxgen import adam_family, check_adam_args
 
 __all__ = ["lq_subgradient", "subgradient_adam", "prox_sgd_two_stage",
            "proxquant"]
@@ -62,8 +62,8 @@ def lq_subgradient_value(x: jax.Array, q: float, guard: float) -> jax.Array:
   return q * jnp.sign(x) * mag ** (q - 1.0)
 
 
-def lq_subgradient(weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
-                   *, mask: MaskOrFn = None, guard: float = 1e-8, **deprecated
+def lq_subgradient(weight_decay: ScalarOrSchedule, q: float = 1.0, *,
+                   mask: MaskOrFn = None, guard: float = 1e-8
                    ) -> optax.GradientTransformationExtraArgs:
   r"""Adds ``weight_decay * d/dtheta sum |theta|^q`` to the updates (like ``add_decayed_weights``).
 
@@ -72,7 +72,7 @@ def lq_subgradient(weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
 
   Args:
     weight_decay: ``lambda`` (float or schedule, evaluated at this
-      transform's count); ``reg`` is its deprecated name.
+      transform's count).
     q: exponent in ``(0, 1]`` (static). ``q = 0`` raises: the l0 penalty has
       zero gradient almost everywhere.
     mask: leaves to penalise (default every ``kernel``), as in
@@ -90,10 +90,6 @@ def lq_subgradient(weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
     >>> tx.update({"kernel": jnp.zeros(3)}, state, params)[0]["kernel"]
     Array([-0.1,  0.1, -0. ], dtype=float32)
   """
-  weight_decay = renamed_kwargs("lq_subgradient", deprecated,
-                                reg=("weight_decay", weight_decay))
-  if weight_decay is _MISSING:
-    raise TypeError("lq_subgradient needs weight_decay.")
   check_number("weight_decay", weight_decay, schedule=True)
   check_number("guard", guard, 0.0, lo_open=True)
   q = float(q)
@@ -125,9 +121,9 @@ def lq_subgradient(weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
 
 
 def subgradient_adam(learning_rate: ScalarOrSchedule,
-                     weight_decay: ScalarOrSchedule = _MISSING, q: float = 1.0,
-                     *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                     mask: MaskOrFn = None, guard: float = 1e-8, **deprecated
+                     weight_decay: ScalarOrSchedule, q: float = 1.0, *,
+                     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                     mask: MaskOrFn = None, guard: float = 1e-8
                      ) -> optax.GradientTransformationExtraArgs:
   r"""Adam on ``loss + weight_decay * sum |theta|^q`` via its subgradient ("Sub-Adam").
 
@@ -141,18 +137,16 @@ def subgradient_adam(learning_rate: ScalarOrSchedule,
     >>> tx = subgradient_adam(1e-3, 1e-4, q=0.5)
     >>> state = tx.init({"kernel": jnp.ones((2, 2))})
   """
-  weight_decay = renamed_kwargs("subgradient_adam", deprecated,
-                                reg=("weight_decay", weight_decay))
   check_adam_args("subgradient_adam", learning_rate, weight_decay, b1, b2, eps)
   return optax.chain(lq_subgradient(weight_decay, q, mask=mask, guard=guard),
                      optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
 
 
 def prox_sgd_two_stage(learning_rate: ScalarOrSchedule,
-                       weight_decay: ScalarOrSchedule = _MISSING, prox=_MISSING,
-                       *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                       bias_correction: bool = True, mask: MaskOrFn = None,
-                       reg=_MISSING) -> optax.GradientTransformationExtraArgs:
+                       weight_decay: ScalarOrSchedule, prox: Any, *,
+                       b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                       bias_correction: bool = True, mask: MaskOrFn = None
+                       ) -> optax.GradientTransformationExtraArgs:
   r"""Prox-SGD's two-stage update (ProxGen eqs. 5-6) with Adam's moments.
 
   ::
@@ -168,7 +162,7 @@ def prox_sgd_two_stage(learning_rate: ScalarOrSchedule,
 
   Examples:
     >>> import jax.numpy as jnp, optax
-    >>> from pathprox_jax import prox_l1
+    >>> from pathprox_jax.prox import prox_l1
     >>> tx = prox_sgd_two_stage(0.5, 0.6, prox_l1)
     >>> params = {"kernel": jnp.array([0.5, 2.0])}
     >>> state = tx.init(params)
@@ -177,17 +171,14 @@ def prox_sgd_two_stage(learning_rate: ScalarOrSchedule,
     >>> [round(float(v), 4) for v in optax.apply_updates(params, u)["kernel"]]
     [0.25, 1.2]
   """
-  weight_decay, prox = resolve_prox_args("prox_sgd_two_stage", weight_decay,
-                                         prox, reg)
   return adam_family("prox_sgd_two_stage", learning_rate, weight_decay, prox,
                      b1, b2, eps, bias_correction, mask, rule="two_stage")
 
 
-def proxquant(learning_rate: ScalarOrSchedule,
-              weight_decay: ScalarOrSchedule = _MISSING, *, q: float = 1.0,
-              b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-              bias_correction: bool = True, mask: MaskOrFn = None,
-              **deprecated) -> optax.GradientTransformationExtraArgs:
+def proxquant(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
+              *, q: float = 1.0, b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-8, bias_correction: bool = True,
+              mask: MaskOrFn = None) -> optax.GradientTransformationExtraArgs:
   r"""Original ProxQuant with Adam (ProxGen Table 2, top row).
 
   ``theta+ = prox_{alpha_t lambda R_bin}(theta - alpha_t m^ / d)`` with the
@@ -200,13 +191,9 @@ def proxquant(learning_rate: ScalarOrSchedule,
     >>> tx = proxquant(1e-3, 1e-4)
     >>> state = tx.init({"kernel": jnp.ones((2, 2))})
   """
-  weight_decay = renamed_kwargs("proxquant", deprecated,
-                                reg=("weight_decay", weight_decay))
-  if weight_decay is _MISSING:
-    raise TypeError("proxquant needs weight_decay.")
   get_lq_prox(q)  # validates q (ValueError unless one of 0, 1/2, 2/3, 1)
 
-  def binary(x, reg, scaling):
-    return prox_binary(x, reg, scaling, q=q)
+  def binary(x, weight_decay, scaling):
+    return prox_binary(x, weight_decay, scaling, q=q)
   return adam_family("proxquant", learning_rate, weight_decay, binary, b1, b2,
                      eps, bias_correction, mask, rule="uniform")

@@ -2,8 +2,8 @@
 
 ``paths`` (one string per leaf, any framework) -> ``slices`` (the unit-group
 model) -> ``layouts`` (Flax / Haiku / Equinox layer pairs) -> ``spec``
-(:class:`UnitSpec`: validation, roles, masks, gather/scatter) ->
-``weights`` (:class:`UnitWeights`, the gathered representation).
+(:class:`UnitSpec`: validation, roles, masks, split/merge) ->
+``weights`` (:class:`UnitWeights`, the split representation).
 """
 
 from pathprox_jax.units.layouts import LAYOUTS

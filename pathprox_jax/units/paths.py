@@ -100,6 +100,3 @@ def kernel_mask(params: Any) -> Any:
       lambda kp, leaf: is_kernel(path_str(kp), leaf), params)
 
 
-def is_params_placeholder(tree: Any) -> bool:
-  """``optax.tree_map_params`` probes ``init`` with a placeholder object."""
-  return type(tree).__name__ == "_ParamsPlaceholder"

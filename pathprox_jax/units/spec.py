@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pathprox_jax.units.layouts import detect_layout, pair_group
-from pathprox_jax.units.paths import (is_kernel, is_params_placeholder,
-                                      leaf_index, path_str)
+from pathprox_jax.units.paths import is_kernel, leaf_index, path_str
 from pathprox_jax.units.slices import (UnitGroup, check_disjoint,
                                        resolve_group)
 from pathprox_jax.units.weights import UnitWeights
@@ -40,8 +39,9 @@ class UnitMasks(NamedTuple):
 class UnitSpec:
   """The homogeneous-unit groups of a network, validated against its params.
 
-  Build it with :meth:`from_pairs` (a Dense/Conv layer pair per group, in
-  the Flax, Haiku or Equinox layout), :meth:`from_groups` (explicit
+  Build it with :func:`~pathprox_jax.discover` (from the model's graph),
+  :meth:`from_pairs` (a Dense/Conv layer pair per group, in the Flax, Haiku
+  or Equinox layout), :meth:`from_groups` (explicit
   :class:`~pathprox_jax.UnitGroup` slices) or a bundled model's
   ``unit_spec()``. It is hashable and static: close over it in transforms
   and pass it to ``jax.jit`` as a static argument, never as a traced one.
@@ -50,7 +50,7 @@ class UnitSpec:
   to group ``g + 1`` only where ``links[g]`` is true: there, group ``g``'s
   output slices must reach group ``g + 1``'s input slices through positively
   homogeneous, parameter-free operations only (no residual add, skip, branch
-  or normalisation). :meth:`discover` finds the links from the model's
+  or normalisation). :func:`~pathprox_jax.discover` finds the links from the model's
   graph; hand-built specs (:meth:`from_pairs`, :meth:`from_groups`) assume a
   chain in network order unless given ``links``.
 
@@ -61,9 +61,17 @@ class UnitSpec:
     links: ``len(groups) - 1`` flags: may balancing pass a scale from group
       ``g`` to ``g + 1``.
     links_checked: whether ``links`` were verified on the graph
-      (:meth:`discover`) or assumed.
-    findings: what :meth:`discover` concluded about the other leaves (why a
+      (:func:`~pathprox_jax.discover`) or assumed.
+    findings: what :func:`~pathprox_jax.discover` concluded about the other leaves (why a
       candidate was rejected); empty for hand-built specs.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> params = {"fc1": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
+    ...           "fc2": {"kernel": jnp.ones((4, 2))}}
+    >>> spec = UnitSpec.from_pairs(params, [("fc1", "fc2")])
+    >>> spec.num_units, spec.role("fc1/bias")
+    ((4,), 'input_bias')
   """
   groups: tuple[UnitGroup, ...]
   ungrouped_kernels: tuple[str, ...]
@@ -127,80 +135,6 @@ class UnitSpec:
       raise ValueError(f"links has {len(links)} entries; {len(resolved)} "
                        f"groups need {len(resolved) - 1}.")
     return cls(resolved, kernels, links)
-
-  @classmethod
-  def discover(cls, fn: Callable, params: Any, *example_inputs: Any
-               ) -> "UnitSpec":
-    """Finds every homogeneous unit group of ``fn(params, *example_inputs)``.
-
-    ``fn`` is traced to a jaxpr with abstract inputs (no FLOPs): any pure
-    function of the params, a Flax ``Module.apply``, a function merging an
-    NNX graph, an Equinox module call (``jax.vmap`` included) or a Haiku
-    ``transform``'s ``apply``; ``jit``, ``vmap``, ``custom_jvp`` activations
-    are seen through. A group starts at a linear map in one parameter
-    (``x @ W``, a convolution, or a per-channel scale such as a norm's
-    ``scale``), optionally plus a bias and further linear maps summed into
-    the same pre-activation, then passes only through positively homogeneous
-    operations that keep each unit separate (ReLU and leaky ReLU however
-    written, max and average pooling, reshapes, transposes, slices,
-    concatenation), and is read by one or more linear maps in other
-    parameters. Candidates that are not are reported with the reason
-    (:meth:`report`). Groups are disjoint, chosen from the input side; a
-    norm layer right before the activation makes the norm's ``(scale,
-    shift)`` the units' input weights (``docs/algorithms.md``, "Unit
-    discovery"). Where layer-wise balancing is exact is recorded in
-    :attr:`links`.
-
-    Args:
-      fn: ``fn(params, *inputs) -> outputs``.
-      params: the params pytree ``fn`` takes.
-      *example_inputs: arrays (or ``jax.ShapeDtypeStruct``) with the
-        shapes ``fn`` expects; a batch of one is enough.
-
-    Returns:
-      The spec, with :attr:`findings` for the leaves in no group.
-
-    Raises:
-      ValueError: if ``fn`` cannot be traced with these params and inputs
-        (naming the shapes), or it has no homogeneous unit (naming every
-        candidate and why it was rejected).
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> params = {"fc1": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
-      ...           "fc2": {"kernel": jnp.ones((4, 2))}}
-      >>> def fn(p, x):
-      ...   h = jax.nn.relu(x @ p["fc1"]["kernel"] + p["fc1"]["bias"])
-      ...   return h @ p["fc2"]["kernel"]
-      >>> UnitSpec.discover(fn, params, jnp.zeros((1, 3)))
-      UnitSpec[(fc1 -> fc2: 4 units)]
-    """
-    from pathprox_jax.discovery.discover import discover_groups
-    groups, links, findings = discover_groups(fn, params, example_inputs)
-    spec = cls.from_groups(params, groups, links=links)
-    return dataclasses.replace(spec, links_checked=True,
-                               findings=tuple(findings))
-
-  @classmethod
-  def discover_module(cls, model: Any, *example_inputs: Any) -> "UnitSpec":
-    """:meth:`discover` for a Flax NNX module: the params are
-    ``nnx.state(model, nnx.Param)`` and ``fn`` calls the model on a copy of
-    its other state (batch statistics, RNG state), so nothing is mutated.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> import pathprox_jax as ppx
-      >>> model = ppx.MLP(3, 8, in_features=4, num_classes=2, rngs=nnx.Rngs(0))
-      >>> UnitSpec.discover_module(model, jnp.zeros((1, 4))) == model.unit_spec()
-      True
-    """
-    from flax import nnx
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def fn(p, *xs):
-      return nnx.merge(graphdef, p, rest, copy=True)(*xs)
-    return cls.discover(fn, params, *example_inputs)
 
   @classmethod
   def from_pairs(cls, params: Any, pairs: Sequence[tuple[str, str]], *,
@@ -305,15 +239,23 @@ class UnitSpec:
     return UnitMasks(*(self.mask(r)(params) for r in UnitMasks._fields))
 
   def check(self, params: Any, where: str = "params") -> None:
-    """Raises ``ValueError`` if ``params`` no longer matches the spec."""
-    if is_params_placeholder(params):
+    """Raises ``ValueError`` if ``params`` do not match the spec: a grouped
+    leaf missing, of another shape, or not floating point (naming the group,
+    the path and both shapes). Trees of non-arrays (``optax.tree_map_params``
+    probes ``init`` with one) are structure probes and pass."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if not any(hasattr(x, "shape") for x in leaves):
       return
-    leaves, _, index = leaf_index(params)
+    self._check_leaves(leaves, _positions(treedef), where)
+
+  def _check_leaves(self, leaves, index, where: str) -> None:
     for k, g in enumerate(self.groups):
+      for path in [s.path for s in g.slices()] + list(g.output_biases):
+        if path not in index:
+          raise ValueError(f"Group {k}: '{path}' is missing from the {where} "
+                           "(a mask or a filter must keep every grouped "
+                           "leaf).")
       for s in g.slices():
-        if s.path not in index:
-          raise ValueError(f"Group {k}: '{s.path}' is missing from the "
-                           f"{where}.")
         leaf = leaves[index[s.path]]
         if tuple(np.shape(leaf)) != s.shape:
           raise ValueError(
@@ -324,43 +266,47 @@ class UnitSpec:
           raise ValueError(
               f"Group {k}: '{s.path}' has dtype {jnp.result_type(leaf)} in "
               f"the {where}; PathProx needs real floating-point weights.")
-      for p in g.output_biases:
-        if p not in index:
-          raise ValueError(f"Group {k}: '{p}' is missing from the {where}.")
 
-  # ------------------------------------------------------ gather / scatter
-  def gather(self, tree: Any) -> list[UnitWeights]:
-    """Every group's :class:`~pathprox_jax.UnitWeights` from a params-shaped
-    tree (params, updates, optimizer moments); each slice as its view.
+  # --------------------------------------------------------- split / merge
+  def split(self, tree: Any, where: str = "params"
+            ) -> tuple[list[UnitWeights], Rest]:
+    """Every group's :class:`~pathprox_jax.units.UnitWeights` from a params-shaped
+    tree (params, updates, optimizer moments), and the :class:`Rest` to
+    :meth:`merge` them back into.
+
+    Each slice is a reshaped view of its leaf (no copy). The tree is checked
+    against the spec (paths, shapes; trace time, no run-time cost) and a
+    mismatch raises the ``ValueError`` of :meth:`check`.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> p = {"a": {"kernel": jnp.ones((3, 4))}, "b": {"kernel": jnp.ones((4, 2))}}
       >>> spec = UnitSpec.from_pairs(p, [("a", "b")])
-      >>> [x.shape for x in spec.gather(p)[0].w]
+      >>> groups, rest = spec.split(p)
+      >>> [x.shape for x in groups[0].w]
       [(3, 4)]
+      >>> spec.merge(groups, rest)["b"]["kernel"].shape
+      (4, 2)
     """
-    leaves, _, index = leaf_index(tree)
-
-    def get(path):
-      if path not in index:
-        raise ValueError(f"'{path}' is missing from the tree.")
-      return leaves[index[path]]
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    index = _positions(treedef)
+    self._check_leaves(leaves, index, where)
 
     def views(slices):
-      return tuple(jnp.reshape(get(s.path), s.view) for s in slices)
-    return [UnitWeights(views(g.inputs), views(g.biases), views(g.outputs),
-                        tuple(get(p) for p in g.output_biases),
-                        tuple(s.axis for s in g.inputs),
-                        tuple(s.axis for s in g.biases),
-                        tuple(s.axis for s in g.outputs))
-            for g in self.groups]
+      return tuple(jnp.reshape(leaves[index[s.path]], s.view) for s in slices)
+    groups = [UnitWeights(views(g.inputs), views(g.biases), views(g.outputs),
+                          tuple(leaves[index[p]] for p in g.output_biases),
+                          tuple(s.axis for s in g.inputs),
+                          tuple(s.axis for s in g.biases),
+                          tuple(s.axis for s in g.outputs))
+              for g in self.groups]
+    return groups, Rest(treedef, tuple(leaves))
 
-  def scatter(self, tree: Any, groups: Sequence[UnitWeights]) -> Any:
-    """``tree`` with every grouped leaf replaced by its value in ``groups``
-    (each view reshaped back and cast to the leaf's dtype)."""
-    leaves, treedef, index = leaf_index(tree)
-    leaves = list(leaves)
+  def merge(self, groups: Sequence[UnitWeights], rest: Rest) -> Any:
+    """The tree of :meth:`split` with every grouped leaf replaced by its
+    value in ``groups`` (each view reshaped back and cast to the leaf's dtype)."""
+    index = _positions(rest.treedef)
+    leaves = list(rest.leaves)
     for g, x in zip(self.groups, groups):
       pairs = [(s.path, a) for s, a in zip(g.inputs, x.w)]
       pairs += [(s.path, a) for s, a in zip(g.biases, x.b)]
@@ -370,12 +316,13 @@ class UnitSpec:
         i = index[path]
         leaves[i] = jnp.reshape(value, np.shape(leaves[i])).astype(
             jnp.result_type(leaves[i]))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    return jax.tree_util.tree_unflatten(rest.treedef, leaves)
 
   def map_groups(self, tree: Any, fn: Callable[[UnitWeights], UnitWeights]
                  ) -> Any:
-    """``scatter(tree, [fn(x) for x in gather(tree)])``."""
-    return self.scatter(tree, [fn(x) for x in self.gather(tree)])
+    """``merge([fn(x) for x in groups], rest)`` with ``groups, rest = split(tree)``."""
+    groups, rest = self.split(tree)
+    return self.merge([fn(x) for x in groups], rest)
 
   # ------------------------------------------------------------------ print
   def __repr__(self) -> str:
@@ -407,6 +354,25 @@ class UnitSpec:
       text.append(_table(("path", "finding", "reason"),
                          [(f.path, f.role, f.reason) for f in self.findings]))
     return "\n".join(text)
+
+
+class Rest(NamedTuple):
+  """What :meth:`UnitSpec.split` leaves aside: the tree structure and all
+  leaves (grouped ones included, for their shapes and dtypes)."""
+  treedef: Any
+  leaves: tuple
+
+
+@functools.lru_cache(maxsize=256)
+def _positions(treedef) -> dict[str, int]:
+  """``{path: leaf position}`` of a tree structure, computed once per
+  structure and cached (the path index of :meth:`UnitSpec.split`)."""
+  paths = [path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(
+      jax.tree_util.tree_unflatten(treedef, [0] * treedef.num_leaves))[0]]
+  index = {p: i for i, p in enumerate(paths)}
+  if len(index) != len(paths):
+    leaf_index(jax.tree_util.tree_unflatten(treedef, paths))  # names the clash
+  return index
 
 
 def _table(header, rows) -> str:

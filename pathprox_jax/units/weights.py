@@ -1,10 +1,10 @@
-"""The weights of one unit group, gathered from a params-shaped tree.
+"""The weights of one unit group, split from a params-shaped tree.
 
 :class:`UnitWeights` is the one representation every operator works on: the
 PathProx prox, the sphere projection, balancing, unit norms, compaction.
-``UnitSpec.gather(tree)`` builds one per group from params, updates or
+``UnitSpec.split(tree)`` builds one per group from params, updates or
 optimizer moments (every slice reshaped to its view, no copy);
-``UnitSpec.scatter(tree, groups)`` writes them back.
+``UnitSpec.merge(groups, rest)`` writes them back.
 """
 
 from __future__ import annotations

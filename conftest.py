@@ -6,8 +6,10 @@ import pytest
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
-  if (config.pluginmanager.hasplugin("xdist")
+  if (
+      config.pluginmanager.hasplugin("xdist")
       and not hasattr(config, "workerinput")
       and config.getoption("numprocesses", None) is None
-      and not config.getoption("usepdb", False)):
+      and not config.getoption("usepdb", False)
+  ):
     config.option.numprocesses = "auto"

@@ -27,9 +27,16 @@ def is_traced(value: Any) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
-def check_number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
-                 *, lo_open: bool = False, hi_open: bool = True,
-                 schedule: bool = False) -> None:
+def check_number(
+    name: str,
+    value: Any,
+    lo: float = 0.0,
+    hi: float = math.inf,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = True,
+    schedule: bool = False,
+) -> None:
   """Raises ``ValueError`` unless a static scalar ``value`` lies in the interval.
 
   The default interval ``[0, inf)`` is "a non-negative finite number".
@@ -38,8 +45,9 @@ def check_number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
   """
   if callable(value):
     if not schedule:
-      raise ValueError(f"{name} must be a number, not a schedule or function; "
-                       f"got {value!r}.")
+      raise ValueError(
+          f"{name} must be a number, not a schedule or function; got {value!r}."
+      )
     return
   if is_traced(value):
     return
@@ -47,15 +55,25 @@ def check_number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
     arr = np.asarray(value)
   except Exception:  # noqa: BLE001 - any unconvertible object
     arr = np.asarray(None)
-  if isinstance(value, bool) or arr.dtype == object or not (
-      jnp.issubdtype(arr.dtype, jnp.floating)
-      or jnp.issubdtype(arr.dtype, jnp.integer)):
+  if (
+      isinstance(value, bool)
+      or arr.dtype == object
+      or not (
+          jnp.issubdtype(arr.dtype, jnp.floating)
+          or jnp.issubdtype(arr.dtype, jnp.integer)
+      )
+  ):
     raise ValueError(f"{name} must be a real number; got {value!r}.")
   if arr.ndim != 0:
     raise ValueError(f"{name} must be a scalar; got shape {arr.shape}.")
   v = float(value)
-  bad = (math.isnan(v) or v < lo or v > hi or (lo_open and v == lo)
-         or (hi_open and v == hi))
+  bad = (
+      math.isnan(v)
+      or v < lo
+      or v > hi
+      or (lo_open and v == lo)
+      or (hi_open and v == hi)
+  )
   if bad:
     if (lo, hi, lo_open, hi_open) == (0.0, math.inf, False, True):
       raise ValueError(f"{name} must be a non-negative finite number; got {v}.")
@@ -65,17 +83,22 @@ def check_number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
 
 def check_int(name: str, value: Any, lo: int = 0) -> int:
   """A Python/NumPy integer ``>= lo`` (bools rejected)."""
-  if isinstance(value, bool) or not jnp.issubdtype(type(value), jnp.integer) \
-      or value < lo:
+  if (
+      isinstance(value, bool)
+      or not jnp.issubdtype(type(value), jnp.integer)
+      or value < lo
+  ):
     raise ValueError(f"{name} must be an int >= {lo}; got {value!r}.")
   return int(value)
 
 
 def check_units(units: Any) -> None:
   if not isinstance(units, UnitSpec):
-    raise TypeError("`units` must be a pathprox_jax.UnitSpec (build it with "
-                    "UnitSpec.from_pairs, UnitSpec.from_groups or "
-                    f"model.unit_spec()); got {type(units).__name__}.")
+    raise TypeError(
+        "`units` must be a pathprox_jax.UnitSpec (build it with "
+        "UnitSpec.from_pairs, UnitSpec.from_groups or "
+        f"model.unit_spec()); got {type(units).__name__}."
+    )
 
 
 def check_schedule(name: str, value: Any) -> None:
@@ -83,8 +106,10 @@ def check_schedule(name: str, value: Any) -> None:
   if callable(value):
     out = jax.eval_shape(value, jnp.zeros([], jnp.int32))
     if getattr(out, "shape", None) != ():
-      raise ValueError(f"Schedule `{name}` must return a scalar; at step 0 it "
-                       f"returned shape {getattr(out, 'shape', type(out))}.")
+      raise ValueError(
+          f"Schedule `{name}` must return a scalar; at step 0 it "
+          f"returned shape {getattr(out, 'shape', type(out))}."
+      )
 
 
 def scalar_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
@@ -94,9 +119,11 @@ def scalar_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
 
 def require_params(params: Any, name: str) -> None:
   if params is None:
-    raise ValueError(f"{name} needs the current params, but you are not "
-                     "passing `params`: call "
-                     "`optimizer.update(grads, state, params)`.")
+    raise ValueError(
+        f"{name} needs the current params, but you are not "
+        "passing `params`: call "
+        "`optimizer.update(grads, state, params)`."
+    )
 
 
 def check_float_params(params: Any, name: str) -> None:
@@ -108,34 +135,48 @@ def check_float_params(params: Any, name: str) -> None:
           f"{name}: parameter '{path_str(kp)}' has dtype {dtype} and shape "
           f"{jnp.shape(leaf)}; only floating-point parameters can be "
           "optimised. Filter them out (e.g. nnx.Optimizer(..., wrt=nnx.Param) "
-          "or eqx.filter(model, eqx.is_inexact_array)).")
+          "or eqx.filter(model, eqx.is_inexact_array))."
+      )
 
 
-def check_update_args(units: UnitSpec, updates: Any, params: Any,
-                      name: str) -> None:
+def check_update_args(
+    units: UnitSpec, updates: Any, params: Any, name: str
+) -> None:
   """Trace-time checks of ``update(updates, state, params)`` (no run-time cost):
-  ``params`` still match the spec and ``updates`` have their paths and shapes."""
+  ``params`` still match the spec and ``updates`` have their paths and shapes.
+  """
   require_params(params, name)
   units.check(params, where=f"params passed to {name}.update")
 
   def shapes(tree):
-    return {path_str(k): jnp.shape(x)
-            for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+        path_str(k): jnp.shape(x)
+        for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
   u_shapes, p_shapes = shapes(updates), shapes(params)
   if u_shapes.keys() != p_shapes.keys():
     raise ValueError(
-        f"{name}: the updates/gradients do not have the structure of the "
-        f"params. Only in updates: {sorted(u_shapes.keys() - p_shapes.keys()) or 'none'}; "
-        f"only in params: {sorted(p_shapes.keys() - u_shapes.keys()) or 'none'}.")
+        f"{name}: the updates/gradients do not have the structure of the"
+        " params. Only in updates:"
+        f" {sorted(u_shapes.keys() - p_shapes.keys()) or 'none'}; only in"
+        f" params: {sorted(p_shapes.keys() - u_shapes.keys()) or 'none'}."
+    )
   for path, shape in u_shapes.items():
     if shape != p_shapes[path]:
-      raise ValueError(f"{name}: the update for '{path}' has shape {shape} but "
-                       f"the param has shape {p_shapes[path]}.")
+      raise ValueError(
+          f"{name}: the update for '{path}' has shape {shape} but "
+          f"the param has shape {p_shapes[path]}."
+      )
 
 
-def checked(name: str, units: UnitSpec | None,
-            tx: optax.GradientTransformation, *, proximal: bool = True
-            ) -> optax.GradientTransformationExtraArgs:
+def checked(
+    name: str,
+    units: UnitSpec | None,
+    tx: optax.GradientTransformation,
+    *,
+    proximal: bool = True,
+) -> optax.GradientTransformationExtraArgs:
   """``tx`` with this library's ``init`` and ``update`` checks ahead of its own.
 
   The one place a public transform validates what it is given: at ``init``,
@@ -146,6 +187,7 @@ def checked(name: str, units: UnitSpec | None,
   the updates have their structure. Parts an alias chains are built
   unchecked, so each check runs once.
   """
+
   def init_fn(params):
     if proximal:
       refuse_schedule_free(name)
@@ -159,6 +201,7 @@ def checked(name: str, units: UnitSpec | None,
     else:
       check_update_args(units, updates, params, name)
     return tx.update(updates, state, params, **extra_args)
+
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
@@ -166,22 +209,28 @@ def checked(name: str, units: UnitSpec | None,
 # Compositions that would silently do the wrong thing
 # --------------------------------------------------------------------------
 
-INJECT_HINT = ("optax.inject_hyperparams treats every callable argument as a "
-               "schedule and calls it with the step count; keep the prox (and a "
-               "callable mask) static: optax.inject_hyperparams(ppx.proxgen_adam, "
-               "static_args=('prox', 'mask'))(learning_rate=..., "
-               "weight_decay=..., prox=ppx.prox.prox_l1)")
+INJECT_HINT = (
+    "optax.inject_hyperparams treats every callable argument as a "
+    "schedule and calls it with the step count; keep the prox (and a "
+    "callable mask) static: optax.inject_hyperparams(ppx.proxgen_adam, "
+    "static_args=('prox', 'mask'))(learning_rate=..., "
+    "weight_decay=..., prox=ppx.prox.prox_l1)"
+)
 
 
 def prox_function(fn: Callable) -> Callable:
   """Marks a ``prox(x, weight_decay, scaling)`` so that a one-argument call, which is
   how ``optax.inject_hyperparams`` calls a schedule, says what to pass."""
+
   @functools.wraps(fn)
   def prox(*args, **kwargs):
     if len(args) == 1 and not kwargs:
-      raise TypeError(f"{fn.__name__}(x, weight_decay, scaling) was called with one "
-                      f"argument. If this is inside an optimizer: {INJECT_HINT}.")
+      raise TypeError(
+          f"{fn.__name__}(x, weight_decay, scaling) was called with one "
+          f"argument. If this is inside an optimizer: {INJECT_HINT}."
+      )
     return fn(*args, **kwargs)
+
   return prox
 
 
@@ -196,13 +245,15 @@ def refuse_schedule_free(name: str) -> None:
   frame = sys._getframe(1)
   while frame is not None:
     code = frame.f_code
-    if (code.co_name == "init_fn" and code.co_filename.replace("\\", "/")
-        .endswith("optax/contrib/_schedule_free.py")):
+    if code.co_name == "init_fn" and code.co_filename.replace(
+        "\\", "/"
+    ).endswith("optax/contrib/_schedule_free.py"):
       raise ValueError(
-          f"{name} cannot be the base optimizer of optax.contrib.schedule_free: "
-          "the wrapper calls it at its interpolated point y and adds the "
-          "update to another sequence z, so the proximal step (projection, "
-          "soft-threshold, balancing) would never act on the weights it keeps "
-          "and no unit would ever be pruned. Use a learning-rate schedule "
-          "instead (learning_rate=optax.cosine_decay_schedule(...)).")
+          f"{name} cannot be the base optimizer of optax.contrib.schedule_free:"
+          " the wrapper calls it at its interpolated point y and adds the"
+          " update to another sequence z, so the proximal step (projection,"
+          " soft-threshold, balancing) would never act on the weights it keeps"
+          " and no unit would ever be pruned. Use a learning-rate schedule"
+          " instead (learning_rate=optax.cosine_decay_schedule(...))."
+      )
     frame = frame.f_back

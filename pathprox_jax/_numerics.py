@@ -43,8 +43,9 @@ def along(per_unit, ndim: int, axis: int) -> jax.Array:
   return per_unit.reshape(shape)
 
 
-def sums_of_squares(arrays: Sequence[jax.Array], axes: Sequence[int]
-                    ) -> jax.Array:
+def sums_of_squares(
+    arrays: Sequence[jax.Array], axes: Sequence[int]
+) -> jax.Array:
   """``(n,)``: per unit, the sum of squares over every array's other axes.
 
   Unit ``i`` of array ``k`` is the slice ``arrays[k].take(i, axes[k])``;
@@ -53,7 +54,9 @@ def sums_of_squares(arrays: Sequence[jax.Array], axes: Sequence[int]
   total = None
   for x, axis in zip(arrays, axes):
     x = x.astype(accumulation_dtype(x.dtype))
-    s = jnp.sum(jnp.square(x), axis=tuple(a for a in range(x.ndim) if a != axis))
+    s = jnp.sum(
+        jnp.square(x), axis=tuple(a for a in range(x.ndim) if a != axis)
+    )
     total = s if total is None else total + s
   if total is None:
     raise ValueError("sums_of_squares needs at least one array.")

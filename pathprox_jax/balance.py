@@ -18,17 +18,24 @@ from pathprox_jax._numerics import DEAD_THRESHOLD, safe_inverse
 from pathprox_jax.prox.group import group_path_norms, unit_norms
 from pathprox_jax.units import UnitSpec, UnitWeights, scale_units
 
-__all__ = ["layer_scales", "balance_layers_groups", "balance_layers",
-           "balance_neurons", "normalize_units"]
+__all__ = [
+    "layer_scales",
+    "balance_layers_groups",
+    "balance_layers",
+    "balance_neurons",
+    "normalize_units",
+]
 
 Norms = list[tuple[jax.Array, jax.Array]]
 
 
-def layer_scales(group_path_norms: jax.Array, *,
-                 links: Sequence[bool] | None = None,
-                 dead_threshold: float = DEAD_THRESHOLD,
-                 live: jax.Array | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+def layer_scales(
+    group_path_norms: jax.Array,
+    *,
+    links: Sequence[bool] | None = None,
+    dead_threshold: float = DEAD_THRESHOLD,
+    live: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   r"""Scales that equalise the groups' path norms (PathProx, Appendix B).
 
   With ``P_g = sum_i ||w_i|| ||v_i||`` and ``P*`` their geometric mean over
@@ -74,12 +81,17 @@ def layer_scales(group_path_norms: jax.Array, *,
   p = jnp.asarray(group_path_norms)
   live = p > dead_threshold if live is None else live & (p > dead_threshold)
   if links is not None and not all(links):
-    cuts = [0] + [g + 1 for g, linked in enumerate(links) if not linked] + [len(p)]
-    parts = [layer_scales(p[a:b], dead_threshold=dead_threshold,
-                          live=live[a:b])
-             for a, b in zip(cuts, cuts[1:])]
-    return (jnp.concatenate([c for c, _ in parts]),
-            jnp.concatenate([c for _, c in parts]))
+    cuts = (
+        [0] + [g + 1 for g, linked in enumerate(links) if not linked] + [len(p)]
+    )
+    parts = [
+        layer_scales(p[a:b], dead_threshold=dead_threshold, live=live[a:b])
+        for a, b in zip(cuts, cuts[1:])
+    ]
+    return (
+        jnp.concatenate([c for c, _ in parts]),
+        jnp.concatenate([c for _, c in parts]),
+    )
   logp = jnp.log(jnp.where(live, p, 1.0))
   n_live = jnp.sum(live)
   log_target = jnp.sum(jnp.where(live, logp, 0.0)) / jnp.maximum(n_live, 1)
@@ -90,9 +102,12 @@ def layer_scales(group_path_norms: jax.Array, *,
 
 
 def balance_layers_groups(
-    groups: Sequence[UnitWeights], norms: Norms, *,
+    groups: Sequence[UnitWeights],
+    norms: Norms,
+    *,
     links: Sequence[bool] | None = None,
-    dead_threshold: float = DEAD_THRESHOLD, prox_threshold=None
+    dead_threshold: float = DEAD_THRESHOLD,
+    prox_threshold=None,
 ) -> tuple[list[UnitWeights], Norms, tuple[jax.Array, jax.Array]]:
   """Layer-wise balancing of split groups, given their
   :func:`~pathprox_jax.prox.unit_norms` (``links`` as in :func:`layer_scales`).
@@ -122,23 +137,32 @@ def balance_layers_groups(
   p = group_path_norms(norms)
   live = p > dead_threshold
   if prox_threshold is not None:
-    for _ in range(len(groups)):        # at most G groups can drop out
-      c_in, c_out = layer_scales(p, links=links,
-                                 dead_threshold=dead_threshold, live=live)
+    for _ in range(len(groups)):  # at most G groups can drop out
+      c_in, c_out = layer_scales(
+          p, links=links, dead_threshold=dead_threshold, live=live
+      )
       live = live & jnp.stack([
           jnp.max(nv, initial=0.0) * (c_out[g] / c_in[g]) > prox_threshold
-          for g, (_, nv) in enumerate(norms)])
-  c_in, c_out = layer_scales(p, links=links, dead_threshold=dead_threshold,
-                             live=live)
+          for g, (_, nv) in enumerate(norms)
+      ])
+  c_in, c_out = layer_scales(
+      p, links=links, dead_threshold=dead_threshold, live=live
+  )
   ratio = [c_out[g] / c_in[g] for g in range(len(groups))]
-  new = [scale_units(x, b=c_in[g], v=ratio[g], c=c_out[g])
-         for g, x in enumerate(groups)]
-  return new, [(nw, nv * ratio[g]) for g, (nw, nv) in enumerate(norms)], \
-      (c_in, c_out)
+  new = [
+      scale_units(x, b=c_in[g], v=ratio[g], c=c_out[g])
+      for g, x in enumerate(groups)
+  ]
+  return (
+      new,
+      [(nw, nv * ratio[g]) for g, (nw, nv) in enumerate(norms)],
+      (c_in, c_out),
+  )
 
 
-def balance_layers(params: Any, units: UnitSpec, *,
-                   dead_threshold: float = DEAD_THRESHOLD) -> Any:
+def balance_layers(
+    params: Any, units: UnitSpec, *, dead_threshold: float = DEAD_THRESHOLD
+) -> Any:
   """Layer-wise balancing of ``params`` (Appendix B): all live groups of each
   linked segment end at the same path norm; the network function is
   unchanged where :attr:`UnitSpec.links` are right (checked by
@@ -153,9 +177,12 @@ def balance_layers(params: Any, units: UnitSpec, *,
     Array([8., 8.], dtype=float32)
   """
   groups, rest = units.split(params)
-  new, _, _ = balance_layers_groups(groups, [unit_norms(x) for x in groups],
-                                    links=units.links,
-                                    dead_threshold=dead_threshold)
+  new, _, _ = balance_layers_groups(
+      groups,
+      [unit_norms(x) for x in groups],
+      links=units.links,
+      dead_threshold=dead_threshold,
+  )
   return units.merge(new, rest)
 
 

@@ -36,10 +36,10 @@ import numpy as np
 from pathprox_jax.units.paths import path_str
 
 _INSTALL_HINT = (
-  "pathprox_jax.checkpoint needs the optional dependency "
-  "orbax-checkpoint; install it with "
-  "`pip install 'pathprox-jax[checkpoint]'` "
-  "(or `pip install orbax-checkpoint`)."
+    "pathprox_jax.checkpoint needs the optional dependency "
+    "orbax-checkpoint; install it with "
+    "`pip install 'pathprox-jax[checkpoint]'` "
+    "(or `pip install orbax-checkpoint`)."
 )
 
 
@@ -78,7 +78,9 @@ def _manager(directory: str, max_to_keep: int | None = None):
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
   handlers = {name: ocp.StandardCheckpointHandler() for name in _ITEMS}
   return ocp.CheckpointManager(
-    os.path.abspath(os.fspath(directory)), options=options, item_handlers=handlers
+      os.path.abspath(os.fspath(directory)),
+      options=options,
+      item_handlers=handlers,
   )
 
 
@@ -121,14 +123,14 @@ def latest_step(directory: str) -> int | None:
 
 
 def save_checkpoint(
-  directory: str,
-  step: int,
-  params: Any,
-  opt_state: Any,
-  *,
-  extra: Any = None,
-  max_to_keep: int | None = None,
-  overwrite: bool = False,
+    directory: str,
+    step: int,
+    params: Any,
+    opt_state: Any,
+    *,
+    extra: Any = None,
+    max_to_keep: int | None = None,
+    overwrite: bool = False,
 ) -> str:
   """Saves ``params`` and ``opt_state`` (and optional ``extra``) as ``step``.
 
@@ -167,13 +169,13 @@ def save_checkpoint(
     if step in mngr.all_steps():
       if not overwrite:
         raise FileExistsError(
-          f"A checkpoint for step {step} already exists in "
-          f"{mngr.directory}; pass overwrite=True to replace it."
+            f"A checkpoint for step {step} already exists in "
+            f"{mngr.directory}; pass overwrite=True to replace it."
         )
       mngr.delete(step)
     items = {
-      "params": ocp.args.StandardSave(params),
-      "opt_state": ocp.args.StandardSave(opt_state),
+        "params": ocp.args.StandardSave(params),
+        "opt_state": ocp.args.StandardSave(opt_state),
     }
     if extra is not None:
       items["extra"] = ocp.args.StandardSave(extra)
@@ -187,13 +189,13 @@ def save_checkpoint(
 def _leaf_table(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {
-    path_str(kp): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
-    for kp, x in flat
+      path_str(kp): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
+      for kp, x in flat
   }
 
 
 def _check_against_metadata(
-  name: str, where: str, template: Any, metadata: Any
+    name: str, where: str, template: Any, metadata: Any
 ) -> None:
   """Raises, naming the path, when the template does not match what is stored.
 
@@ -212,33 +214,33 @@ def _check_against_metadata(
   unexpected = sorted(p for p in stored if p not in wanted)
   if missing or unexpected:
     raise ValueError(
-      f"Cannot restore '{name}' from {where}: the template's tree does not "
-      f"match the checkpoint's. In the template but not stored: "
-      f"{missing or 'none'}; stored but not in the template: "
-      f"{unexpected or 'none'}."
+        f"Cannot restore '{name}' from {where}: the template's tree does not "
+        "match the checkpoint's. In the template but not stored: "
+        f"{missing or 'none'}; stored but not in the template: "
+        f"{unexpected or 'none'}."
     )
   for path, (shape, dtype) in wanted.items():
     s_shape, s_dtype = stored[path]
     if s_shape != shape:
       raise ValueError(
-        f"Cannot restore '{name}/{path}' from {where}: the checkpoint "
-        f"holds shape {s_shape}, the template has shape {shape}."
+          f"Cannot restore '{name}/{path}' from {where}: the checkpoint "
+          f"holds shape {s_shape}, the template has shape {shape}."
       )
     if s_dtype is not None and np.dtype(s_dtype) != np.dtype(dtype):
       raise ValueError(
-        f"Cannot restore '{name}/{path}' from {where}: the checkpoint "
-        f"holds dtype {np.dtype(s_dtype)}, the template has dtype "
-        f"{np.dtype(dtype)} (a silent cast would break exact resumption)."
+          f"Cannot restore '{name}/{path}' from {where}: the checkpoint "
+          f"holds dtype {np.dtype(s_dtype)}, the template has dtype "
+          f"{np.dtype(dtype)} (a silent cast would break exact resumption)."
       )
 
 
 def restore_checkpoint(
-  directory: str,
-  params_template: Any,
-  opt_state_template: Any,
-  step: int | None = None,
-  *,
-  extra_template: Any = None,
+    directory: str,
+    params_template: Any,
+    opt_state_template: Any,
+    step: int | None = None,
+    *,
+    extra_template: Any = None,
 ) -> Checkpoint:
   """Restores a checkpoint written by :func:`save_checkpoint`.
 
@@ -283,7 +285,8 @@ def restore_checkpoint(
       step = steps[-1]
     elif step not in steps:
       raise FileNotFoundError(
-        f"No checkpoint for step {step} in {directory}; saved steps are {steps}."
+          f"No checkpoint for step {step} in {directory}; saved steps are"
+          f" {steps}."
       )
     where = f"{directory} step {step}"
     templates = {"params": params_template, "opt_state": opt_state_template}
@@ -296,18 +299,18 @@ def restore_checkpoint(
       if metadata is not None:
         _check_against_metadata(name, where, tmpl, metadata[name])
     args = {
-      name: ocp.args.StandardRestore(_abstract(tmpl))
-      for name, tmpl in templates.items()
+        name: ocp.args.StandardRestore(_abstract(tmpl))
+        for name, tmpl in templates.items()
     }
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(**args))
     except ValueError as e:
       raise ValueError(f"Cannot restore from {where}: {e}") from e
     return Checkpoint(
-      int(step),
-      restored["params"],
-      restored["opt_state"],
-      restored["extra"] if extra_template is not None else None,
+        int(step),
+        restored["params"],
+        restored["opt_state"],
+        restored["extra"] if extra_template is not None else None,
     )
   finally:
     mngr.close()

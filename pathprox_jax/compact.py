@@ -42,8 +42,14 @@ if TYPE_CHECKING:
 
 Activation = Callable[[jax.Array], jax.Array]
 
-__all__ = ["kept_units", "select_units", "compact", "OutputChange",
-           "compaction_error", "rebuild"]
+__all__ = [
+    "kept_units",
+    "select_units",
+    "compact",
+    "OutputChange",
+    "compaction_error",
+    "rebuild",
+]
 
 
 # ------------------------------------------------------------- validation
@@ -51,21 +57,26 @@ def _check_spec(params: Any, units: Any, where: str) -> None:
   check_units(units)
   units.check(params, where=where)
   if any(is_traced(x) for x in jax.tree_util.tree_leaves(params)):
-    raise ValueError("compaction is a host-side operation (output shapes depend "
-                     "on the values); call it outside jax.jit / jax.grad.")
+    raise ValueError(
+        "compaction is a host-side operation (output shapes depend "
+        "on the values); call it outside jax.jit / jax.grad."
+    )
 
 
 def _check_threshold(threshold: Any) -> float:
   if is_traced(threshold):
-    raise ValueError("compact is a host-side operation (output shapes depend on "
-                     "values); call it outside jax.jit.")
+    raise ValueError(
+        "compact is a host-side operation (output shapes depend on "
+        "values); call it outside jax.jit."
+    )
   check_number("threshold", threshold, hi_open=False)
   return float(threshold)
 
 
 # ------------------------------------------------------------ unit choice
-def _constant_parts(group: UnitGroup, x: UnitWeights, activation: Activation
-                    ) -> list[tuple[jax.Array, jax.Array]]:
+def _constant_parts(
+    group: UnitGroup, x: UnitWeights, activation: Activation
+) -> list[tuple[jax.Array, jax.Array]]:
   """Per output slice, ``(part, emits)``: ``part (n, outputs)`` is what unit
   ``i`` adds to that layer's pre-activation when ``w_i = 0``,
   ``activation(b_i) * sum v_i`` (the sum over the slice's input axes other
@@ -79,13 +90,16 @@ def _constant_parts(group: UnitGroup, x: UnitWeights, activation: Activation
     b = b + jnp.sum(jnp.moveaxis(bias.astype(acc), axis, 0).reshape(n, -1), 1)
   a = jnp.asarray(activation(b), acc)
   if a.shape != (n,):
-    raise ValueError(f"activation must be element-wise; mapped a ({n},) bias "
-                     f"to shape {a.shape}.")
+    raise ValueError(
+        f"activation must be element-wise; mapped a ({n},) bias "
+        f"to shape {a.shape}."
+    )
   out = []
   for s, v in zip(group.outputs, x.v):
     order = [s.axis] + list(s.other_axes)
-    summed = tuple(i for i, ax in enumerate(order) if ax not in s.out_axes
-                   and ax != s.axis)
+    summed = tuple(
+        i for i, ax in enumerate(order) if ax not in s.out_axes and ax != s.axis
+    )
     moved = jnp.transpose(v.astype(acc), order)
     per_unit = jnp.sum(moved, axis=summed)
     emits = (a != 0) & jnp.any(moved.reshape(n, -1) != 0, axis=1)
@@ -96,16 +110,21 @@ def _constant_parts(group: UnitGroup, x: UnitWeights, activation: Activation
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _unit_stats(params, units, activation):
   """One compiled pass: per group the unit path norms and constant parts."""
-  return (unit_path_norms(params, units),
-          [_constant_parts(g, x, activation)
-           for g, x in zip(units.groups, units.split(params)[0])])
+  return (
+      unit_path_norms(params, units),
+      [
+          _constant_parts(g, x, activation)
+          for g, x in zip(units.groups, units.split(params)[0])
+      ],
+  )
 
 
 def _foldable(group: UnitGroup, s: Slice, fold_conv_constants: bool) -> bool:
   """Whether a constant input of output slice ``s`` is exactly a bias shift."""
   scalar_bias = all(math.prod(b.view) == b.num_units for b in group.biases)
-  return (s.bias is not None and scalar_bias
-          and (not s.conv or fold_conv_constants))
+  return (
+      s.bias is not None and scalar_bias and (not s.conv or fold_conv_constants)
+  )
 
 
 def _check_complete(units: UnitSpec) -> None:
@@ -119,7 +138,8 @@ def _check_complete(units: UnitSpec) -> None:
           "in front of the norm and the norm's statistics carry the same "
           "channels; compact would leave them at full width. List them as the "
           "group's passengers (UnitGroup(..., passengers=[...]); e.g. "
-          "ResNet.compaction_spec()).")
+          "ResNet.compaction_spec())."
+      )
 
 
 def _plan(params, units, threshold, activation, fold_conv_constants, min_width):
@@ -132,9 +152,10 @@ def _plan(params, units, threshold, activation, fold_conv_constants, min_width):
     bad = ~np.isfinite(pn)
     if bad.any():
       raise ValueError(
-          f"Group {k} ({g.describe()}): {int(bad.sum())} of {pn.size} unit path "
-          f"norms are not finite (first at unit {int(np.flatnonzero(bad)[0])}); "
-          "cannot compact.")
+          f"Group {k} ({g.describe()}): {int(bad.sum())} of {pn.size} unit path"
+          " norms are not finite (first at unit"
+          f" {int(np.flatnonzero(bad)[0])}); cannot compact."
+      )
     accounted = np.ones(g.num_units, bool)
     for s, (_, emits) in zip(g.outputs, gparts):
       if not _foldable(g, s, fold_conv_constants):
@@ -148,10 +169,15 @@ def _plan(params, units, threshold, activation, fold_conv_constants, min_width):
   return kept, parts
 
 
-def kept_units(params: Any, units: UnitSpec, threshold: float = 0.0, *,
-               activation: Activation = jax.nn.relu,
-               fold_conv_constants: bool = False, min_width: int = 1
-               ) -> tuple[np.ndarray, ...]:
+def kept_units(
+    params: Any,
+    units: UnitSpec,
+    threshold: float = 0.0,
+    *,
+    activation: Activation = jax.nn.relu,
+    fold_conv_constants: bool = False,
+    min_width: int = 1,
+) -> tuple[np.ndarray, ...]:
   r"""Indices of the units :func:`compact` keeps, one sorted array per group.
 
   Unit ``i`` (input weights ``w_i``, bias ``b_i``, output weights ``v_i``)
@@ -205,8 +231,14 @@ def kept_units(params: Any, units: UnitSpec, threshold: float = 0.0, *,
     (array([0, 2]),)
   """
   _check_spec(params, units, "params passed to kept_units")
-  kept, _ = _plan(params, units, _check_threshold(threshold), activation,
-                  fold_conv_constants, check_int("min_width", min_width))
+  kept, _ = _plan(
+      params,
+      units,
+      _check_threshold(threshold),
+      activation,
+      fold_conv_constants,
+      check_int("min_width", min_width),
+  )
   return tuple(kept)
 
 
@@ -234,18 +266,23 @@ def _slice_tree(tree, units, kept) -> tuple[Any, list[UnitGroup]]:
 
 def _check_kept(units: UnitSpec, kept: Sequence[Any]) -> list[np.ndarray]:
   if len(kept) != len(units.groups):
-    raise ValueError(f"kept has {len(kept)} entries; the UnitSpec has "
-                     f"{len(units.groups)} groups.")
+    raise ValueError(
+        f"kept has {len(kept)} entries; the UnitSpec has "
+        f"{len(units.groups)} groups."
+    )
   out = []
   for k, (g, idx) in enumerate(zip(units.groups, kept)):
     idx = np.asarray(idx)
     if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
       raise ValueError(f"kept[{k}] must be a 1-D int array; got {idx!r}.")
     idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= g.num_units
-                     or np.any(np.diff(idx) <= 0)):
-      raise ValueError(f"kept[{k}] must be strictly increasing indices in "
-                       f"[0, {g.num_units}); got {idx}.")
+    if idx.size and (
+        idx.min() < 0 or idx.max() >= g.num_units or np.any(np.diff(idx) <= 0)
+    ):
+      raise ValueError(
+          f"kept[{k}] must be strictly increasing indices in "
+          f"[0, {g.num_units}); got {idx}."
+      )
     out.append(idx)
   return out
 
@@ -280,10 +317,15 @@ def select_units(tree: Any, units: UnitSpec, kept: Sequence[Any]) -> Any:
 
 
 # ---------------------------------------------------------------- compact
-def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
-            activation: Activation = jax.nn.relu,
-            fold_conv_constants: bool = False, min_width: int = 1
-            ) -> tuple[Any, UnitSpec]:
+def compact(
+    params: Any,
+    units: UnitSpec,
+    threshold: float = 0.0,
+    *,
+    activation: Activation = jax.nn.relu,
+    fold_conv_constants: bool = False,
+    min_width: int = 1,
+) -> tuple[Any, UnitSpec]:
   r"""Removes dead units, returning smaller params and their UnitSpec.
 
   For every group the units chosen by :func:`kept_units` are removed: entry
@@ -348,8 +390,9 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
   _check_spec(params, units, "params passed to compact")
   threshold = _check_threshold(threshold)
   min_width = check_int("min_width", min_width)
-  kept, parts = _plan(params, units, threshold, activation,
-                      fold_conv_constants, min_width)
+  kept, parts = _plan(
+      params, units, threshold, activation, fold_conv_constants, min_width
+  )
   new_params, groups = _slice_tree(params, units, kept)
   leaves, treedef, index = leaf_index(new_params)
   leaves = list(leaves)
@@ -363,8 +406,11 @@ def compact(params: Any, units: UnitSpec, threshold: float = 0.0, *,
         old = leaves[index[s.bias]]
         bias = np.asarray(old)
         leaves[index[s.bias]] = _like(
-            (bias.astype(np.float64) + shift.reshape(bias.shape))
-            .astype(bias.dtype), old)
+            (bias.astype(np.float64) + shift.reshape(bias.shape)).astype(
+                bias.dtype
+            ),
+            old,
+        )
   new_params = jax.tree_util.tree_unflatten(treedef, leaves)
   return new_params, UnitSpec.from_groups(new_params, groups)
 
@@ -377,13 +423,16 @@ class OutputChange(NamedTuple):
     >>> OutputChange(relative=0.0, max_abs=0.0).relative
     0.0
   """
+
   relative: float  # ||f_after(x) - f_before(x)||_F / ||f_before(x)||_F
-  max_abs: float   # max |f_after(x) - f_before(x)|
+  max_abs: float  # max |f_after(x) - f_before(x)|
 
 
-def compaction_error(apply_before: Callable[[Any], Any],
-                     apply_after: Callable[[Any], Any], x: Any
-                     ) -> OutputChange:
+def compaction_error(
+    apply_before: Callable[[Any], Any],
+    apply_after: Callable[[Any], Any],
+    x: Any,
+) -> OutputChange:
   r"""How much compaction changed the network's outputs on a batch.
 
   Evaluates both functions on ``x`` and compares in float64 on the host:
@@ -408,8 +457,10 @@ def compaction_error(apply_before: Callable[[Any], Any],
   before = np.asarray(apply_before(x), np.float64)
   after = np.asarray(apply_after(x), np.float64)
   if before.shape != after.shape:
-    raise ValueError(f"Outputs differ in shape: {before.shape} before, "
-                     f"{after.shape} after compaction.")
+    raise ValueError(
+        f"Outputs differ in shape: {before.shape} before, "
+        f"{after.shape} after compaction."
+    )
   diff = after - before
   num, den = float(np.linalg.norm(diff)), float(np.linalg.norm(before))
   rel = num / den if den > 0 else (0.0 if num == 0 else math.inf)
@@ -455,12 +506,13 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
     (1,)
   """
   from flax import nnx  # only rebuild needs flax
+
   if not isinstance(model, nnx.Module):
     raise TypeError(f"rebuild needs an nnx.Module; got {type(model)}.")
   new_leaves, _, new_index = leaf_index(params)
   old_state = nnx.state(model, nnx.Param)
   old_leaves, treedef, old_index = leaf_index(old_state)
-  if set(new_index) != set(old_index):     # the full state (batch statistics)?
+  if set(new_index) != set(old_index):  # the full state (batch statistics)?
     full = nnx.state(model)
     if set(leaf_index(full)[2]) == set(new_index):
       old_state = full
@@ -468,11 +520,16 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
   if set(old_index) != set(new_index):
     missing = sorted(set(old_index) - set(new_index))
     extra = sorted(set(new_index) - set(old_index))
-    hint = (" (the params hold nnx.Variable dicts with a 'value' key: save "
-            "nnx.to_pure_dict(state) instead)"
-            if extra and all(p.endswith("/value") for p in extra) else "")
-    raise ValueError(f"params do not match the model's nnx.Param paths; "
-                     f"missing {missing}, unexpected {extra}{hint}.")
+    hint = (
+        " (the params hold nnx.Variable dicts with a 'value' key: save "
+        "nnx.to_pure_dict(state) instead)"
+        if extra and all(p.endswith("/value") for p in extra)
+        else ""
+    )
+    raise ValueError(
+        "params do not match the model's nnx.Param paths; "
+        f"missing {missing}, unexpected {extra}{hint}."
+    )
   values = [None] * len(old_leaves)
   changed = []
   for path, i in old_index.items():
@@ -484,17 +541,27 @@ def rebuild(model: nnx.Module, params: Any) -> nnx.Module:
   modules = {"/".join(map(str, p)): m for p, m in nnx.iter_modules(new_model)}
   for path in changed:
     m = modules.get(path.rsplit("/", 1)[0] if "/" in path else "")
-    if isinstance(m, nnx.Conv) and m.feature_group_count == 1 and m.mask is None:
+    if (
+        isinstance(m, nnx.Conv)
+        and m.feature_group_count == 1
+        and m.mask is None
+    ):
       shape = tuple(m.kernel.shape)
-      m.in_features, m.out_features, m.kernel_shape = shape[-2], shape[-1], shape
+      m.in_features, m.out_features, m.kernel_shape = (
+          shape[-2],
+          shape[-1],
+          shape,
+      )
     elif isinstance(m, nnx.Linear):
       m.in_features, m.out_features = tuple(m.kernel.shape)
     elif isinstance(m, (nnx.BatchNorm, nnx.LayerNorm)):
       m.num_features = int(np.shape(values[old_index[path]])[-1])
     else:
       raise ValueError(
-          f"'{path}' changed shape {tuple(np.shape(old_leaves[old_index[path]]))}"
-          f" -> {tuple(np.shape(values[old_index[path]]))}, but its module "
-          f"{type(m).__name__} is not an nnx.Linear or ungrouped, unmasked "
-          "nnx.Conv; rebuild cannot update its size attributes.")
+          f"'{path}' changed shape"
+          f" {tuple(np.shape(old_leaves[old_index[path]]))} ->"
+          f" {tuple(np.shape(values[old_index[path]]))}, but its module"
+          f" {type(m).__name__} is not an nnx.Linear or ungrouped, unmasked"
+          " nnx.Conv; rebuild cannot update its size attributes."
+      )
   return new_model

@@ -33,6 +33,7 @@ class SkipNonFiniteState(NamedTuple):
     >>> int(state.notfinite_count), bool(state.last_finite)
     (1, False)
   """
+
   inner_state: Any
   notfinite_count: jax.Array
   total_notfinite: jax.Array
@@ -41,13 +42,17 @@ class SkipNonFiniteState(NamedTuple):
 
 def _all_finite(tree: Any) -> jax.Array:
   """True iff every inexact leaf of ``tree`` is finite (integer leaves pass)."""
-  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  checks = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
   return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
-def skip_nonfinite(inner: optax.GradientTransformation
-                   ) -> optax.GradientTransformationExtraArgs:
+def skip_nonfinite(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
   """Wraps ``inner`` so that a step with any NaN or inf is skipped entirely.
 
   Each ``update`` runs ``inner`` and applies its result only if the incoming
@@ -89,23 +94,33 @@ def skip_nonfinite(inner: optax.GradientTransformation
         inner_state=inner.init(params),
         notfinite_count=jnp.zeros([], jnp.int32),
         total_notfinite=jnp.zeros([], jnp.int32),
-        last_finite=jnp.array(True))
+        last_finite=jnp.array(True),
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
-    new_updates, new_inner = inner.update(updates, state.inner_state, params,
-                                          **extra_args)
-    ok = _all_finite(updates) & _all_finite(new_updates) & _all_finite(new_inner)
-    new_updates = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)),
-                               new_updates)
-    new_inner = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
-                             new_inner, state.inner_state)
+    new_updates, new_inner = inner.update(
+        updates, state.inner_state, params, **extra_args
+    )
+    ok = (
+        _all_finite(updates) & _all_finite(new_updates) & _all_finite(new_inner)
+    )
+    new_updates = jax.tree.map(
+        lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates
+    )
+    new_inner = jax.tree.map(
+        lambda new, old: jnp.where(ok, new, old), new_inner, state.inner_state
+    )
     return new_updates, SkipNonFiniteState(
         inner_state=new_inner,
         notfinite_count=jnp.where(
-            ok, 0, optax.safe_increment(state.notfinite_count)),
+            ok, 0, optax.safe_increment(state.notfinite_count)
+        ),
         total_notfinite=jnp.where(
-            ok, state.total_notfinite,
-            optax.safe_increment(state.total_notfinite)),
-        last_finite=ok)
+            ok,
+            state.total_notfinite,
+            optax.safe_increment(state.total_notfinite),
+        ),
+        last_finite=ok,
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

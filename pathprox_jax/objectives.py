@@ -14,8 +14,13 @@ from pathprox_jax.units.paths import is_kernel, leaf_index
 
 
 def _sum_squares(leaves) -> jax.Array:
-  return sum((jnp.sum(jnp.square(x.astype(accumulation_dtype(x.dtype))))
-              for x in leaves), jnp.zeros([], jnp.float32))
+  return sum(
+      (
+          jnp.sum(jnp.square(x.astype(accumulation_dtype(x.dtype))))
+          for x in leaves
+      ),
+      jnp.zeros([], jnp.float32),
+  )
 
 
 def weight_decay_penalty(params: Any) -> jax.Array:
@@ -30,8 +35,9 @@ def weight_decay_penalty(params: Any) -> jax.Array:
     Array(2., dtype=float32)
   """
   leaves, _, index = leaf_index(params)
-  return 0.5 * _sum_squares(leaves[i] for p, i in index.items()
-                            if is_kernel(p, leaves[i]))
+  return 0.5 * _sum_squares(
+      leaves[i] for p, i in index.items() if is_kernel(p, leaves[i])
+  )
 
 
 def _unit_norms(params: Any, units: UnitSpec):
@@ -94,13 +100,15 @@ class ActiveUnits(NamedTuple):
     >>> ActiveUnits(jnp.array(0.5), jnp.array([2]), (4,)).totals
     (4,)
   """
-  fraction: jax.Array      # active units / all grouped units
-  counts: jax.Array        # (G,) active units per group
+
+  fraction: jax.Array  # active units / all grouped units
+  counts: jax.Array  # (G,) active units per group
   totals: tuple[int, ...]  # units per group
 
 
-def active_units(params: Any, units: UnitSpec, threshold: float = 0.0
-                 ) -> ActiveUnits:
+def active_units(
+    params: Any, units: UnitSpec, threshold: float = 0.0
+) -> ActiveUnits:
   """Units with path norm ``||w_i|| ||v_i|| > threshold`` (paper: 0 for curves,
   ``1e-5`` for pruning decisions).
 
@@ -110,14 +118,16 @@ def active_units(params: Any, units: UnitSpec, threshold: float = 0.0
     >>> active_units(p, UnitSpec.from_pairs(p, [("a", "b")])).fraction
     Array(0.5, dtype=float32)
   """
-  counts = jnp.stack([jnp.sum(u > threshold)
-                      for u in unit_path_norms(params, units)])
+  counts = jnp.stack(
+      [jnp.sum(u > threshold) for u in unit_path_norms(params, units)]
+  )
   totals = units.num_units
   return ActiveUnits(jnp.sum(counts) / max(sum(totals), 1), counts, totals)
 
 
-def jacobian_spectral_norms(apply_fn: Callable[[jax.Array], jax.Array],
-                            x: jax.Array) -> jax.Array:
+def jacobian_spectral_norms(
+    apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array
+) -> jax.Array:
   r"""Local Lipschitz estimate: ``||d f(x_n) / d x_n||_2`` for each example.
 
   The spectral norm (largest singular value) of the input-output Jacobian
@@ -130,8 +140,10 @@ def jacobian_spectral_norms(apply_fn: Callable[[jax.Array], jax.Array],
     >>> jacobian_spectral_norms(f, jnp.ones((4, 2)))
     Array([3., 3., 3., 3.], dtype=float32)
   """
+
   def one(xi):
     jac = jax.jacrev(lambda z: apply_fn(z[None])[0])(xi)
     jac = jac.reshape(jac.shape[0], -1)
     return jnp.linalg.norm(jac, ord=2)
+
   return jax.vmap(one)(x)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import json  # noqa: E402
@@ -35,8 +37,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 import pathprox_jax as ppx  # noqa: E402
 
 IN, WIDTH, OUT, BATCH, STEPS = 16, 32, 8, 64, 4
-LAYERS = [(IN, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, OUT),
-          (OUT, OUT)]
+LAYERS = [(IN, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, OUT), (OUT, OUT)]
 PAIRS = [("l0", "l1"), ("l2", "l3")]  # l4 is an ungrouped head
 
 
@@ -47,7 +48,8 @@ def init_params(key):
     bound = 1.0 / np.sqrt(a)
     params[f"l{i}"] = {
         "kernel": jax.random.uniform(k1, (a, b), jnp.float32, -bound, bound),
-        "bias": jax.random.uniform(k2, (b,), jnp.float32, -bound, bound)}
+        "bias": jax.random.uniform(k2, (b,), jnp.float32, -bound, bound),
+    }
   return params
 
 
@@ -61,8 +63,9 @@ def apply(params, x):
 
 
 def loss_fn(params, x, y):
-  return optax.softmax_cross_entropy_with_integer_labels(apply(params, x),
-                                                         y).mean()
+  return optax.softmax_cross_entropy_with_integer_labels(
+      apply(params, x), y
+  ).mean()
 
 
 def make_step(tx):
@@ -70,15 +73,24 @@ def make_step(tx):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
   return step
 
 
 def param_specs(layout):
   """PartitionSpecs for the params under a layout."""
-  unit = {"kernel_in": P(None, "model"), "bias_in": P("model"),
-          "kernel_out": P("model", None), "bias_out": P()}
-  other = {"kernel_in": P("model", None), "bias_in": P(),
-           "kernel_out": P(None, "model"), "bias_out": P("model")}
+  unit = {
+      "kernel_in": P(None, "model"),
+      "bias_in": P("model"),
+      "kernel_out": P("model", None),
+      "bias_out": P(),
+  }
+  other = {
+      "kernel_in": P("model", None),
+      "bias_in": P(),
+      "kernel_out": P(None, "model"),
+      "bias_out": P("model"),
+  }
   table = {"units": unit, "2d": unit, "other": other}.get(layout)
   specs = {}
   for i in range(len(LAYERS)):
@@ -87,13 +99,19 @@ def param_specs(layout):
     elif i % 2 == 0:
       specs[f"l{i}"] = {"kernel": table["kernel_in"], "bias": table["bias_in"]}
     else:
-      specs[f"l{i}"] = {"kernel": table["kernel_out"],
-                        "bias": table["bias_out"]}
+      specs[f"l{i}"] = {
+          "kernel": table["kernel_out"],
+          "bias": table["bias_out"],
+      }
   return specs
 
 
-MESHES = {"data": ((8,), ("data",)), "units": ((8,), ("model",)),
-          "other": ((8,), ("model",)), "2d": ((2, 4), ("data", "model"))}
+MESHES = {
+    "data": ((8,), ("data",)),
+    "units": ((8,), ("model",)),
+    "other": ((8,), ("model",)),
+    "2d": ((2, 4), ("data", "model")),
+}
 
 
 def opt_state_shardings(opt_state, params, param_shardings, replicated):
@@ -102,10 +120,16 @@ def opt_state_shardings(opt_state, params, param_shardings, replicated):
 
   def is_params(x):
     return jax.tree.structure(x) == pdef and x is not None
+
   return jax.tree.map(
-      lambda sub: (jax.tree.map(lambda _, s: s, sub, param_shardings)
-                   if is_params(sub) else replicated),
-      opt_state, is_leaf=is_params)
+      lambda sub: (
+          jax.tree.map(lambda _, s: s, sub, param_shardings)
+          if is_params(sub)
+          else replicated
+      ),
+      opt_state,
+      is_leaf=is_params,
+  )
 
 
 def rel_err(a, b):
@@ -119,12 +143,16 @@ def optimizers(spec):
   pruned (but not all) within the compared steps."""
   return {
       "pathprox": (ppx.pathprox(0.5, 0.2, spec), tuple(MESHES)),
-      "pathprox_momentum": (ppx.pathprox(0.2, 0.5, spec, momentum=0.9),
-                            ("units", "other")),
+      "pathprox_momentum": (
+          ppx.pathprox(0.2, 0.5, spec, momentum=0.9),
+          ("units", "other"),
+      ),
       "sgd_pathprox_update_nobalance": (
-          optax.chain(optax.sgd(0.5),
-                      ppx.pathprox_update(0.5, 0.3, spec, balance=False)),
-          ("2d",)),
+          optax.chain(
+              optax.sgd(0.5), ppx.pathprox_update(0.5, 0.3, spec, balance=False)
+          ),
+          ("2d",),
+      ),
   }
 
 
@@ -146,35 +174,44 @@ def main():
     counts = [ppx.active_units(p, spec).counts.tolist() for p, _ in traj]
     for layout in layouts:
       shape, names = MESHES[layout]
-      mesh = jax.make_mesh(shape, names,
-                           axis_types=(AxisType.Auto,) * len(names))
+      mesh = jax.make_mesh(
+          shape, names, axis_types=(AxisType.Auto,) * len(names)
+      )
       rep = NamedSharding(mesh, P())
-      p_sh = jax.tree.map(lambda s: NamedSharding(mesh, s),
-                          param_specs(layout))
+      p_sh = jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(layout))
       s_sh = opt_state_shardings(traj[0][1], params0, p_sh, rep)
       batch = P("data") if "data" in names else P()
       x_sh, y_sh = NamedSharding(mesh, batch), NamedSharding(mesh, batch)
-      sharded = jax.jit(make_step(tx), in_shardings=(p_sh, s_sh, x_sh, y_sh),
-                        out_shardings=(p_sh, s_sh, rep)).lower(
-                            traj[0][0], traj[0][1], xs[0], ys[0]).compile()
+      sharded = (
+          jax.jit(
+              make_step(tx),
+              in_shardings=(p_sh, s_sh, x_sh, y_sh),
+              out_shardings=(p_sh, s_sh, rep),
+          )
+          .lower(traj[0][0], traj[0][1], xs[0], ys[0])
+          .compile()
+      )
       hlo = sharded.as_text()
       worst, shardings_ok = 0.0, True
       for t in range(STEPS):
         p_t, s_t = traj[t]
         p_in = jax.device_put(p_t, p_sh)
         s_in = jax.device_put(s_t, s_sh)
-        p_out, s_out, _ = sharded(p_in, s_in,
-                                  jax.device_put(xs[t], x_sh),
-                                  jax.device_put(ys[t], y_sh))
+        p_out, s_out, _ = sharded(
+            p_in, s_in, jax.device_put(xs[t], x_sh), jax.device_put(ys[t], y_sh)
+        )
         ref_p, ref_s = traj[t + 1]
-        for a, b in zip(jax.tree.leaves((p_out, s_out)),
-                        jax.tree.leaves((ref_p, ref_s))):
+        for a, b in zip(
+            jax.tree.leaves((p_out, s_out)), jax.tree.leaves((ref_p, ref_s))
+        ):
           worst = max(worst, rel_err(a, b))
         shardings_ok &= all(
             a.sharding.is_equivalent_to(s, a.ndim)
-            for a, s in zip(jax.tree.leaves(p_out), jax.tree.leaves(p_sh)))
+            for a, s in zip(jax.tree.leaves(p_out), jax.tree.leaves(p_sh))
+        )
       results.append({
-          "optimizer": opt_name, "layout": layout,
+          "optimizer": opt_name,
+          "layout": layout,
           "max_rel_err": worst,
           "active_counts": counts,
           "all_reduce": "all-reduce" in hlo,
@@ -184,6 +221,7 @@ def main():
   # Sharded checkpoint round trip: save sharded params/state, restore into a
   # sharded template, compare bitwise and check the shardings survive.
   from pathprox_jax import checkpoint  # noqa: PLC0415
+
   mesh = jax.make_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
   p_sh = jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs("units"))
   tx = ppx.pathprox(0.2, 0.5, spec, momentum=0.9)
@@ -192,20 +230,36 @@ def main():
   p, s = jax.device_put(p, p_sh), jax.device_put(s, s_sh)
   with tempfile.TemporaryDirectory() as d:
     checkpoint.save_checkpoint(d, 3, p, s)
-    template_p = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
-        a.shape, a.dtype, sharding=a.sharding), p)
-    template_s = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
-        a.shape, a.dtype, sharding=a.sharding), s)
+    template_p = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), p
+    )
+    template_s = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), s
+    )
     ck = checkpoint.restore_checkpoint(d, template_p, template_s)
   ckpt = {
-      "bitwise": all(bool(np.array_equal(np.asarray(a), np.asarray(b)))
-                     for a, b in zip(jax.tree.leaves((ck.params, ck.opt_state)),
-                                     jax.tree.leaves((p, s)))),
-      "shardings": all(a.sharding == b.sharding for a, b in zip(
-          jax.tree.leaves((ck.params, ck.opt_state)), jax.tree.leaves((p, s)))),
+      "bitwise": all(
+          bool(np.array_equal(np.asarray(a), np.asarray(b)))
+          for a, b in zip(
+              jax.tree.leaves((ck.params, ck.opt_state)),
+              jax.tree.leaves((p, s)),
+          )
+      ),
+      "shardings": all(
+          a.sharding == b.sharding
+          for a, b in zip(
+              jax.tree.leaves((ck.params, ck.opt_state)),
+              jax.tree.leaves((p, s)),
+          )
+      ),
   }
-  print(json.dumps({"devices": jax.device_count(), "results": results,
-                    "checkpoint": ckpt}))
+  print(
+      json.dumps({
+          "devices": jax.device_count(),
+          "results": results,
+          "checkpoint": ckpt,
+      })
+  )
   sys.stdout.flush()
 
 

@@ -29,8 +29,13 @@ from scipy import optimize
 def flat(tree, prefix=""):
   """``{"a/b": float64 copy}`` from nested dicts / lists (no jax needed)."""
   out = {}
-  items = (tree.items() if isinstance(tree, dict)
-           else enumerate(tree) if isinstance(tree, (list, tuple)) else None)
+  items = (
+      tree.items()
+      if isinstance(tree, dict)
+      else enumerate(tree)
+      if isinstance(tree, (list, tuple))
+      else None
+  )
   if items is None:
     return {prefix: np.array(tree, np.float64)}
   for k, v in items:
@@ -53,8 +58,10 @@ def unflat(flat_tree):
 
 def copy64(params):
   """A float64 deep copy of a nested dict of arrays."""
-  return {k: (copy64(v) if isinstance(v, dict) else np.array(v, np.float64))
-          for k, v in params.items()}
+  return {
+      k: copy64(v) if isinstance(v, dict) else np.array(v, np.float64)
+      for k, v in params.items()
+  }
 
 
 # --------------------------------------------------- unit slices, norms
@@ -71,8 +78,12 @@ def unit_norms(arrays, axes):
   n = arrays[0].shape[axes[0]]
   out = np.zeros(n)
   for i in range(n):
-    out[i] = np.sqrt(sum(np.sum(np.asarray(unit_slice(a, i, ax), np.float64) ** 2)
-                         for a, ax in zip(arrays, axes)))
+    out[i] = np.sqrt(
+        sum(
+            np.sum(np.asarray(unit_slice(a, i, ax), np.float64) ** 2)
+            for a, ax in zip(arrays, axes)
+        )
+    )
   return out
 
 
@@ -91,8 +102,13 @@ def group_soft_threshold(arrays, axes, tau):
 def unit_vectors(arrays, axes):
   """Per unit, the concatenation of its entries in every array (C order)."""
   n = arrays[0].shape[axes[0]]
-  return [np.concatenate([np.asarray(unit_slice(a, i, ax), np.float64).ravel()
-                          for a, ax in zip(arrays, axes)]) for i in range(n)]
+  return [
+      np.concatenate([
+          np.asarray(unit_slice(a, i, ax), np.float64).ravel()
+          for a, ax in zip(arrays, axes)
+      ])
+      for i in range(n)
+  ]
 
 
 def from_unit_vectors(vectors, like, axes):
@@ -102,7 +118,7 @@ def from_unit_vectors(vectors, like, axes):
     pos = 0
     for a, ax in zip(out, axes):
       s = unit_slice(a, i, ax)
-      s[...] = vec[pos:pos + s.size].reshape(s.shape)
+      s[...] = vec[pos : pos + s.size].reshape(s.shape)
       pos += s.size
   return out
 
@@ -128,8 +144,14 @@ def group_prox_root(x, reg, s):
     return np.zeros_like(x)
   f = lambda r: np.sum((d * x / (d * r + reg)) ** 2) - 1.0
   lo, hi = (ndx - reg) / d.max(), (ndx - reg) / d.min()
-  r = optimize.brentq(f, lo * (1 - 1e-12), hi * (1 + 1e-12), xtol=1e-300,
-                      rtol=1e-15, maxiter=1000)
+  r = optimize.brentq(
+      f,
+      lo * (1 - 1e-12),
+      hi * (1 + 1e-12),
+      xtol=1e-300,
+      rtol=1e-15,
+      maxiter=1000,
+  )
   return x * d * r / (d * r + reg)
 
 
@@ -143,8 +165,14 @@ def group_prox_generic(x, reg, s):
   def grad(y):
     n = np.linalg.norm(y)
     return (y - x) / s + (reg * y / n if n > 0 else 0.0)
-  best = optimize.minimize(fun, x, jac=grad, method="L-BFGS-B",
-                           options=dict(ftol=1e-15, gtol=1e-13, maxiter=10000))
+
+  best = optimize.minimize(
+      fun,
+      x,
+      jac=grad,
+      method="L-BFGS-B",
+      options=dict(ftol=1e-15, gtol=1e-13, maxiter=10000),
+  )
   zero = np.zeros_like(x)
   return zero if fun(zero) <= fun(best.x) else best.x
 
@@ -152,12 +180,15 @@ def group_prox_generic(x, reg, s):
 def group_prox_slices(arrays, axes, reg, scalings, solver=group_prox_root):
   """Group prox where unit ``i``'s group is its entries in every array;
   ``scalings`` one array per input (broadcastable). Float64."""
-  s_full = [np.broadcast_to(np.asarray(s, np.float64), np.shape(a))
-            for s, a in zip(scalings, arrays)]
+  s_full = [
+      np.broadcast_to(np.asarray(s, np.float64), np.shape(a))
+      for s, a in zip(scalings, arrays)
+  ]
   xs = unit_vectors(arrays, axes)
   ss = unit_vectors(s_full, axes)
-  return from_unit_vectors([solver(x, reg, s) for x, s in zip(xs, ss)],
-                           arrays, axes)
+  return from_unit_vectors(
+      [solver(x, reg, s) for x, s in zip(xs, ss)], arrays, axes
+  )
 
 
 # ------------------------------------------------ elementwise proxes
@@ -187,8 +218,8 @@ class Adam:
     for k, g in grads.items():
       self.mu[k] = self.b1 * self.mu[k] + (1 - self.b1) * g
       self.nu[k] = self.b2 * self.nu[k] + (1 - self.b2) * g * g
-      c1 = 1 - self.b1 ** self.t if self.bc else 1.0
-      c2 = 1 - self.b2 ** self.t if self.bc else 1.0
+      c1 = 1 - self.b1**self.t if self.bc else 1.0
+      c2 = 1 - self.b2**self.t if self.bc else 1.0
       m_hat[k], v_hat[k] = self.mu[k] / c1, self.nu[k] / c2
     return m_hat, v_hat
 
@@ -198,6 +229,7 @@ class Slice(NamedTuple):
   """A slice of a leaf: unit ``i`` is entry ``i`` along ``axis`` of the leaf
   reshaped to ``view`` (``None``: the leaf's shape); ``bias`` names an output
   slice's bias."""
+
   path: str
   axis: int
   view: tuple | None = None
@@ -206,6 +238,7 @@ class Slice(NamedTuple):
 
 class Group(NamedTuple):
   """A unit group: its input slices, input-bias slices and output slices."""
+
   inputs: tuple
   biases: tuple
   outputs: tuple
@@ -217,8 +250,13 @@ def pair_groups(params, pairs):
   for a, b in pairs:
     biases = (Slice(f"{a}/bias", 0),) if "bias" in params[a] else ()
     out_bias = f"{b}/bias" if "bias" in params[b] else None
-    out.append(Group((Slice(f"{a}/kernel", -1),), biases,
-                     (Slice(f"{b}/kernel", -2, bias=out_bias),)))
+    out.append(
+        Group(
+            (Slice(f"{a}/kernel", -1),),
+            biases,
+            (Slice(f"{b}/kernel", -2, bias=out_bias),),
+        )
+    )
   return out
 
 
@@ -245,8 +283,10 @@ def scale_unit(flat_tree, slices, i, factor):
 def group_unit_norms(flat_tree, g):
   """``(||w_i||, ||v_i||)`` of every unit of group ``g``: sums of squares
   over every input slice and over every output slice (biases excluded)."""
-  return (unit_norms(*slice_views(flat_tree, g.inputs)),
-          unit_norms(*slice_views(flat_tree, g.outputs)))
+  return (
+      unit_norms(*slice_views(flat_tree, g.inputs)),
+      unit_norms(*slice_views(flat_tree, g.outputs)),
+  )
 
 
 def group_bias_sq(flat_tree, g):
@@ -262,8 +302,9 @@ def group_path_norm(flat_tree, g):
   return float(np.sum(nw * nv))
 
 
-def project_units(ws, w_axes, bs=(), b_axes=(), include_bias=False,
-                  min_norm=1e-12):
+def project_units(
+    ws, w_axes, bs=(), b_axes=(), include_bias=False, min_norm=1e-12
+):
   """The sphere projection: w_i (all slices) and b_i divided by ``||w_i||``
   (or ``||[w_i; b_i]||``), units at or below ``min_norm`` left alone, by a
   loop over units. Returns float64 copies ``(ws, bs)``."""
@@ -325,8 +366,11 @@ def layer_scales_walk(p, dead=1e-12):
   Live groups move to the geometric mean P* of the live groups, dead ones
   forward what they receive, the last group hands on 1."""
   live = [x > dead for x in p]
-  target = np.exp(np.mean([np.log(x) for x, l in zip(p, live) if l])) \
-      if any(live) else 1.0
+  target = (
+      np.exp(np.mean([np.log(x) for x, l in zip(p, live) if l]))
+      if any(live)
+      else 1.0
+  )
   c_in, c_out, incoming = [], [], 1.0
   for g, x in enumerate(p):
     c_in.append(incoming)
@@ -338,8 +382,17 @@ def layer_scales_walk(p, dead=1e-12):
   return np.array(c_in), np.array(c_out)
 
 
-def pathprox_step_groups(params, grads, groups, ungrouped, lr, lam,
-                         balance=True, include_bias=False, eps=1e-12):
+def pathprox_step_groups(
+    params,
+    grads,
+    groups,
+    ungrouped,
+    lr,
+    lam,
+    balance=True,
+    include_bias=False,
+    eps=1e-12,
+):
   """One PathProx iteration (Algorithm 4.1) on slice groups: SGD (plus
   weight decay ``lam`` on the ``ungrouped`` kernel paths), balancing, prox at
   ``tau = lr * lam``. Returns a ``{path: float64}`` dict."""
@@ -357,8 +410,11 @@ def pathprox_step_groups(params, grads, groups, ungrouped, lr, lam,
 def ungrouped_kernels(params, pairs):
   """Paths of the kernels of the layers in no pair."""
   grouped = {x for pair in pairs for x in pair}
-  return {f"{layer}/kernel" for layer, d in params.items()
-          if layer not in grouped and "kernel" in d}
+  return {
+      f"{layer}/kernel"
+      for layer, d in params.items()
+      if layer not in grouped and "kernel" in d
+  }
 
 
 def balance_walk(params, pairs, dead=1e-12):
@@ -391,9 +447,17 @@ def sgd_with_ungrouped_decay(params, grads, pairs, lr, lam):
 
 def pathprox_step(params, grads, pairs, lr, lam, balance=True):
   """:func:`pathprox_step_groups` on Dense/Conv pairs; nested float64 dicts."""
-  return unflat(pathprox_step_groups(
-      params, grads, pair_groups(params, pairs),
-      ungrouped_kernels(params, pairs), lr, lam, balance))
+  return unflat(
+      pathprox_step_groups(
+          params,
+          grads,
+          pair_groups(params, pairs),
+          ungrouped_kernels(params, pairs),
+          lr,
+          lam,
+          balance,
+      )
+  )
 
 
 # ---------------------------------------------------------- forward passes
@@ -408,7 +472,9 @@ def conv_valid(x, k):
   out = np.zeros(x.shape[:1] + (ho, wo, k.shape[3]))
   for dy in range(kh):
     for dx in range(kw):
-      out += np.einsum("nhwi,io->nhwo", x[:, dy:dy + ho, dx:dx + wo], k[dy, dx])
+      out += np.einsum(
+          "nhwi,io->nhwo", x[:, dy : dy + ho, dx : dx + wo], k[dy, dx]
+      )
   return out
 
 

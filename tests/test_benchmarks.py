@@ -26,14 +26,20 @@ def run_script(name, *args, ok=True):
   the completed process (asserting success unless ``ok=False``)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}",
-                         *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=TIMEOUT_S,
-                        check=False)
+  proc = subprocess.run(
+      [sys.executable, "-m", f"benchmarks.{name}", *map(str, args)],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT_S,
+      check=False,
+  )
   if ok:
     assert proc.returncode == 0, (
         f"benchmarks.{name} {' '.join(map(str, args))} failed "
-        f"({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        f"({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
   return proc
 
 
@@ -47,15 +53,28 @@ def _finite(x):
 
 
 def test_help_runs():
-  for name, option in (("convergence", "--iterations"),
-                       ("generalization", "--replot")):
+  for name, option in (
+      ("convergence", "--iterations"),
+      ("generalization", "--replot"),
+  ):
     out = run_script(name, "--help").stdout
     assert "--quick" in out and option in out, name
 
 
-CONVERGENCE = ["--quick", "--iterations", 20, "--eval-every", 10,
-               "--jacobian-samples", 8, "--jacobian-track", 4, "--methods",
-               "pathprox", "weight_decay"]
+CONVERGENCE = [
+    "--quick",
+    "--iterations",
+    20,
+    "--eval-every",
+    10,
+    "--jacobian-samples",
+    8,
+    "--jacobian-track",
+    4,
+    "--methods",
+    "pathprox",
+    "weight_decay",
+]
 
 
 def test_convergence_quick_resumes_and_replots(tmp_path):
@@ -72,8 +91,11 @@ def test_convergence_quick_resumes_and_replots(tmp_path):
     assert all(h["objective"] <= h["objective_raw"] * (1 + 1e-5) for h in hist)
     assert all(_finite(h["jacobian_median"]) for h in hist)
   assert "vs_wd_balanced" in data["summary"]
-  figures = ["figure1_quick.png", "figure4_quick.png",
-             "figure1_lipschitz_quick.png"]
+  figures = [
+      "figure1_quick.png",
+      "figure4_quick.png",
+      "figure1_lipschitz_quick.png",
+  ]
   for name in figures:
     assert (tmp_path / name).exists(), name
     os.remove(tmp_path / name)
@@ -83,24 +105,55 @@ def test_convergence_quick_resumes_and_replots(tmp_path):
   # Each method was saved as it finished; --resume loads it bit for bit.
   assert (tmp_path / "runs_quick" / "pathprox_quick.json").exists()
   first = data["summary"]["at"]
-  run_script("convergence", *CONVERGENCE, "--no-progress", "--out", tmp_path,
-             "--resume")
+  run_script(
+      "convergence",
+      *CONVERGENCE,
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--resume",
+  )
   assert _load(tmp_path / "convergence_quick.json")["summary"]["at"] == first
 
 
 def test_decision_boundary_quick(tmp_path):
-  run_script("decision_boundary", "--quick", "--no-progress", "--out",
-             tmp_path, "--iterations", 20, "--long-iterations", 40,
-             "--eval-every", 20, "--grid", 20)
+  run_script(
+      "decision_boundary",
+      "--quick",
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--iterations",
+      20,
+      "--long-iterations",
+      40,
+      "--eval-every",
+      20,
+      "--grid",
+      20,
+  )
   assert (tmp_path / "figure2_quick.png").exists()
   summary = _load(tmp_path / "decision_boundary_quick.json")["summary"]
   assert _finite(summary["long"]["pathprox"]["objective"])
 
 
 def test_sparsity_quick(tmp_path):
-  run_script("sparsity", "--quick", "--no-progress", "--out", tmp_path,
-             "--methods", "pathprox", "group_lasso", "--iterations", 20,
-             "--checkpoint-every", 20, "--finetune-iterations", 10)
+  run_script(
+      "sparsity",
+      "--quick",
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--methods",
+      "pathprox",
+      "group_lasso",
+      "--iterations",
+      20,
+      "--checkpoint-every",
+      20,
+      "--finetune-iterations",
+      10,
+  )
   data = _load(tmp_path / "sparsity_quick.json")
   assert len(data["points"]) == 2
   assert all(0 <= p["sparsity"] <= 1 for p in data["points"])
@@ -112,37 +165,84 @@ def test_sparsity_quick(tmp_path):
 
 def test_generalization_quick(tmp_path):
   proc = run_script(
-      "generalization", "--quick", "--no-progress", "--out", tmp_path,
-      "--tasks", 1, "--seeds", 2, "--methods", "pathprox", "--weight-norm",
-      "--iterations-task1", 10, "--eval-every", 10, "--data-dir",
-      tmp_path / "no_data")
+      "generalization",
+      "--quick",
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--tasks",
+      1,
+      "--seeds",
+      2,
+      "--methods",
+      "pathprox",
+      "--weight-norm",
+      "--iterations-task1",
+      10,
+      "--eval-every",
+      10,
+      "--data-dir",
+      tmp_path / "no_data",
+  )
   table = _load(tmp_path / "generalization_quick.json")["table"]
   rows = {(r["task"], r["method"]): r for r in table}
   assert set(rows) == {(1, "pathprox"), (1, "weight_norm")}
-  assert all(_finite(r["test_acc"][0]) and _finite(r["test_acc"][1])
-             for r in rows.values())
+  assert all(
+      _finite(r["test_acc"][0]) and _finite(r["test_acc"][1])
+      for r in rows.values()
+  )
   assert "corrupted-data accuracy skipped" in proc.stdout
   assert (tmp_path / "generalization_quick.png").exists()
   os.remove(tmp_path / "generalization_quick.png")
-  run_script("generalization", "--replot",
-             tmp_path / "generalization_quick.json")
+  run_script(
+      "generalization", "--replot", tmp_path / "generalization_quick.json"
+  )
   assert (tmp_path / "generalization_quick.png").exists()
 
 
 def test_generalization_vgg19_synthetic_smoke(tmp_path):
-  run_script("generalization", "--quick", "--no-progress", "--out", tmp_path,
-             "--tasks", 3, "--seeds", 1, "--methods", "pathprox",
-             "--synthetic-cifar", 8, "--width-multiplier", 0.0625,
-             "--max-steps", 1)
+  run_script(
+      "generalization",
+      "--quick",
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--tasks",
+      3,
+      "--seeds",
+      1,
+      "--methods",
+      "pathprox",
+      "--synthetic-cifar",
+      8,
+      "--width-multiplier",
+      0.0625,
+      "--max-steps",
+      1,
+  )
   (row,) = _load(tmp_path / "generalization_quick.json")["table"]
   assert row["task"] == 3 and _finite(row["test_acc"][0])
   assert 0 <= row["active"][0] <= 1
 
 
 def test_race_quick_tunes_races_resumes_and_replots(tmp_path):
-  argv = ["--quick", "--no-progress", "--out", tmp_path, "--workers", 1,
-          "--methods", "sgd_wd", "adaptive", "--seeds", 2,
-          "--iterations", 16, "--eval-every", 4]
+  argv = [
+      "--quick",
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--workers",
+      1,
+      "--methods",
+      "sgd_wd",
+      "adaptive",
+      "--seeds",
+      2,
+      "--iterations",
+      16,
+      "--eval-every",
+      4,
+  ]
   run_script("race", *argv)
   summary = _load(tmp_path / "race_quick.json")["summary"]["task1"]
   runs = tmp_path / "runs_quick" / "task1"
@@ -158,8 +258,8 @@ def test_race_quick_tunes_races_resumes_and_replots(tmp_path):
     # of another horizon
     saved = _load(runs / m / f"race_lr{row['lr']:g}_it16_seed0.json")
     hist = saved["history"]
-    steps = [h["step"] for h in hist]      # a diverged run stops at the NaN
-    assert steps == [0, 4, 8, 12, 16][:len(steps)]
+    steps = [h["step"] for h in hist]  # a diverged run stops at the NaN
+    assert steps == [0, 4, 8, 12, 16][: len(steps)]
     assert len(steps) == 5 or saved["diverged"]
     secs = [h["seconds"] for h in hist]
     assert secs[0] == 0 and all(b >= a for a, b in zip(secs, secs[1:]))
@@ -179,21 +279,50 @@ def test_race_quick_tunes_races_resumes_and_replots(tmp_path):
 
 
 def test_race_ffn_task_quick(tmp_path):
-  run_script("race", "--quick", "--no-progress", "--out", tmp_path,
-             "--workers", 1, "--tasks", "ffn", "--methods", "sgd_wd",
-             "adaptive_eps_cosine", "--lr", 1e-3, "--seeds", 1,
-             "--iterations", 8, "--eval-every", 4)
+  run_script(
+      "race",
+      "--quick",
+      "--no-progress",
+      "--out",
+      tmp_path,
+      "--workers",
+      1,
+      "--tasks",
+      "ffn",
+      "--methods",
+      "sgd_wd",
+      "adaptive_eps_cosine",
+      "--lr",
+      1e-3,
+      "--seeds",
+      1,
+      "--iterations",
+      8,
+      "--eval-every",
+      4,
+  )
   summary = _load(tmp_path / "race_quick.json")["summary"]["ffn"]
   row = summary["methods"]["adaptive_eps_cosine"]
-  assert row["jacobian_median"] is None          # token inputs: no Jacobian
+  assert row["jacobian_median"] is None  # token inputs: no Jacobian
   assert 0 <= row["at"]["8"]["active"][0] <= 1
   assert _finite(row["at"]["8"]["objective"][0])
-  assert "validation next-byte accuracy" in (tmp_path / "race_quick.md").read_text()
+  assert (
+      "validation next-byte accuracy"
+      in (tmp_path / "race_quick.md").read_text()
+  )
 
 
 def test_reproducibility_quick(tmp_path):
-  run_script("reproducibility", "--quick", "--out", tmp_path, "--iterations",
-             6, "--repeats", 1)
+  run_script(
+      "reproducibility",
+      "--quick",
+      "--out",
+      tmp_path,
+      "--iterations",
+      6,
+      "--repeats",
+      1,
+  )
   result = _load(tmp_path / "reproducibility_quick.json")["result"]
   assert set(result) == {"default_vs_one_thread"}
   assert all(isinstance(r["bitwise_equal"], bool) for r in result.values())

@@ -21,8 +21,9 @@ WD = 0.15  # large enough that units are pruned after the resume point
 
 
 def _model(seed):
-  return ppx.FactorizedMLP(2, 8, in_features=6, num_classes=3,
-                           rngs=nnx.Rngs(seed))
+  return ppx.FactorizedMLP(
+      2, 8, in_features=6, num_classes=3, rngs=nnx.Rngs(seed)
+  )
 
 
 def _data():
@@ -35,13 +36,10 @@ def _optimizers(spec):
   sched = optax.linear_schedule(0.5, 0.05, TOTAL)
   return {
       "pathprox": ppx.pathprox(0.5, WD, spec),
-      "pathprox_schedule_momentum": ppx.pathprox(sched, WD, spec,
-                                                 momentum=0.9),
-      "inject_hyperparams": optax.inject_hyperparams(ppx.pathprox,
-                                                     static_args=("units",))(
-                                                         learning_rate=0.5,
-                                                         weight_decay=WD,
-                                                         units=spec),
+      "pathprox_schedule_momentum": ppx.pathprox(sched, WD, spec, momentum=0.9),
+      "inject_hyperparams": optax.inject_hyperparams(
+          ppx.pathprox, static_args=("units",)
+      )(learning_rate=0.5, weight_decay=WD, units=spec),
       "guarded_schedule": ppx.skip_nonfinite(ppx.pathprox(sched, WD, spec)),
   }
 
@@ -56,6 +54,7 @@ def _step_fn(graphdef, tx):
     grads = jax.grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
   return step
 
 
@@ -66,8 +65,15 @@ def _tweak(name, opt_state, t):
   return opt_state
 
 
-@pytest.mark.parametrize("name", ["pathprox", "pathprox_schedule_momentum",
-                                  "inject_hyperparams", "guarded_schedule"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pathprox",
+        "pathprox_schedule_momentum",
+        "inject_hyperparams",
+        "guarded_schedule",
+    ],
+)
 def test_resume_is_bitwise_identical(tmp_path, name):
   x, y = _data()
   model = _model(0)
@@ -107,8 +113,10 @@ def test_resume_is_bitwise_identical(tmp_path, name):
 
 
 def test_abstract_templates_and_extra(tmp_path):
-  params = {"a": {"kernel": jnp.arange(6.0).reshape(2, 3)},
-            "b": {"kernel": jnp.ones((3, 2))}}
+  params = {
+      "a": {"kernel": jnp.arange(6.0).reshape(2, 3)},
+      "b": {"kernel": jnp.ones((3, 2))},
+  }
   spec = ppx.UnitSpec.from_pairs(params, [("a", "b")])
   tx = ppx.pathprox(0.1, 1e-3, spec, momentum=0.9)
   state = tx.init(params)
@@ -116,13 +124,18 @@ def test_abstract_templates_and_extra(tmp_path):
   extra = {"key": jax.random.key_data(key), "position": jnp.asarray(41)}
   ppx.save_checkpoint(tmp_path, 5, params, state, extra=extra)
   ckpt = ppx.restore_checkpoint(
-      tmp_path, jax.eval_shape(lambda: params), jax.eval_shape(tx.init, params),
-      extra_template=jax.eval_shape(lambda: extra))
-  _assert_bitwise((ckpt.params, ckpt.opt_state, ckpt.extra),
-                  (params, state, extra))
+      tmp_path,
+      jax.eval_shape(lambda: params),
+      jax.eval_shape(tx.init, params),
+      extra_template=jax.eval_shape(lambda: extra),
+  )
+  _assert_bitwise(
+      (ckpt.params, ckpt.opt_state, ckpt.extra), (params, state, extra)
+  )
   restored_key = jax.random.wrap_key_data(ckpt.extra["key"])
-  np.testing.assert_array_equal(jax.random.normal(restored_key, (3,)),
-                                jax.random.normal(key, (3,)))
+  np.testing.assert_array_equal(
+      jax.random.normal(restored_key, (3,)), jax.random.normal(key, (3,))
+  )
 
 
 def test_latest_step_max_to_keep_and_overwrite(tmp_path):
@@ -130,19 +143,29 @@ def test_latest_step_max_to_keep_and_overwrite(tmp_path):
   state = optax.sgd(0.1).init(params)
   assert ppx.latest_step(tmp_path / "missing") is None
   for s in (1, 2, 3):
-    ppx.save_checkpoint(tmp_path, s, {"w": params["w"] * s}, state,
-                               max_to_keep=2)
+    ppx.save_checkpoint(
+        tmp_path, s, {"w": params["w"] * s}, state, max_to_keep=2
+    )
   assert ppx.latest_step(tmp_path) == 3
-  with pytest.raises(FileNotFoundError, match=r"step 1 .*saved steps are \[2, 3\]"):
+  with pytest.raises(
+      FileNotFoundError, match=r"step 1 .*saved steps are \[2, 3\]"
+  ):
     ppx.restore_checkpoint(tmp_path, params, state, step=1)
-  assert float(ppx.restore_checkpoint(tmp_path, params, state,
-                                             step=2).params["w"][0]) == 2.0
+  assert (
+      float(
+          ppx.restore_checkpoint(tmp_path, params, state, step=2).params["w"][0]
+      )
+      == 2.0
+  )
   with pytest.raises(FileExistsError, match="step 3 already exists"):
     ppx.save_checkpoint(tmp_path, 3, params, state)
-  ppx.save_checkpoint(tmp_path, 3, {"w": params["w"] * 9}, state,
-                             overwrite=True)
-  assert float(ppx.restore_checkpoint(tmp_path, params,
-                                             state).params["w"][0]) == 9.0
+  ppx.save_checkpoint(
+      tmp_path, 3, {"w": params["w"] * 9}, state, overwrite=True
+  )
+  assert (
+      float(ppx.restore_checkpoint(tmp_path, params, state).params["w"][0])
+      == 9.0
+  )
 
 
 @pytest.mark.parametrize("step", [-1, 1.5, True])
@@ -160,21 +183,27 @@ def test_missing_checkpoints_are_reported(tmp_path):
 
 
 def test_template_mismatch_names_the_path(tmp_path):
-  params = {"a": {"kernel": jnp.ones((2, 3))}, "b": {"kernel": jnp.ones((3, 2))}}
+  params = {
+      "a": {"kernel": jnp.ones((2, 3))},
+      "b": {"kernel": jnp.ones((3, 2))},
+  }
   state = optax.sgd(0.1, momentum=0.9).init(params)
   ppx.save_checkpoint(tmp_path, 0, params, state)
 
   wrong_shape = {"a": {"kernel": jnp.ones((2, 4))}, "b": params["b"]}
-  with pytest.raises(ValueError, match=r"'params/a/kernel'.*shape \(2, 3\).*"
-                     r"shape \(2, 4\)"):
+  with pytest.raises(
+      ValueError, match=r"'params/a/kernel'.*shape \(2, 3\).*" r"shape \(2, 4\)"
+  ):
     ppx.restore_checkpoint(tmp_path, wrong_shape, state)
 
   wrong_dtype = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params)
   with pytest.raises(ValueError, match=r"'params/a/kernel'.*float32.*bfloat16"):
     ppx.restore_checkpoint(tmp_path, wrong_dtype, state)
 
-  with pytest.raises(ValueError, match=r"'params'.*stored but not in the "
-                     r"template: \['b/kernel'\]"):
+  with pytest.raises(
+      ValueError,
+      match=r"'params'.*stored but not in the " r"template: \['b/kernel'\]",
+  ):
     ppx.restore_checkpoint(tmp_path, {"a": params["a"]}, state)
 
   adam_state = optax.adam(0.1).init(params)
@@ -182,8 +211,9 @@ def test_template_mismatch_names_the_path(tmp_path):
     ppx.restore_checkpoint(tmp_path, params, adam_state)
 
   with pytest.raises(ValueError, match="no 'extra' item"):
-    ppx.restore_checkpoint(tmp_path, params, state,
-                                  extra_template={"k": jnp.zeros(2)})
+    ppx.restore_checkpoint(
+        tmp_path, params, state, extra_template={"k": jnp.zeros(2)}
+    )
 
 
 def test_missing_orbax_gives_install_hint(monkeypatch, tmp_path):

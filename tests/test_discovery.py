@@ -92,9 +92,7 @@ def test_bundled_models_discover_their_own_spec(name):
 
 
 def test_chains_are_linked_and_resnet_blocks_are_not():
-  vgg = ppx.discover_module(
-      BUNDLED["vgg19"][0](), jnp.zeros((1, 32, 32, 3))
-  )
+  vgg = ppx.discover_module(BUNDLED["vgg19"][0](), jnp.zeros((1, 32, 32, 3)))
   assert vgg.links == (True,) * 7
   resnet = ppx.discover_module(
       BUNDLED["resnet18"][0](), jnp.zeros((1, 32, 32, 3))
@@ -114,8 +112,7 @@ def test_resnet_eval_mode_finds_the_same_units():
   model = BUNDLED["resnet18"][0]()
   model.eval()
   assert (
-      ppx.discover_module(model, jnp.zeros((1, 32, 32, 3)))
-      == model.unit_spec()
+      ppx.discover_module(model, jnp.zeros((1, 32, 32, 3))) == model.unit_spec()
   )
 
 
@@ -476,7 +473,5 @@ def test_discovery_is_shape_only():
       "b": jax.ShapeDtypeStruct((4, 2), jnp.float32),
   }
   fn = lambda p, x: jax.nn.relu(x @ p["a"]) @ p["b"]
-  spec = ppx.discover(
-      fn, params, jax.ShapeDtypeStruct((1, 3), jnp.float32)
-  )
+  spec = ppx.discover(fn, params, jax.ShapeDtypeStruct((1, 3), jnp.float32))
   assert spec.num_units == (4,) and spec.links == ()

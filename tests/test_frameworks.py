@@ -68,14 +68,20 @@ def mse(out, y):
 
 
 def flax_model():
-  return ppx.FactorizedMLP(DEPTH, WIDTH, in_features=IN, num_classes=OUT,
-                           rngs=nnx.Rngs(0))
+  return ppx.FactorizedMLP(
+      DEPTH, WIDTH, in_features=IN, num_classes=OUT, rngs=nnx.Rngs(0)
+  )
 
 
 def to_numpy_layers(pure):
   """``[(kernel (in, out), bias (out,)), ...]`` as float64 NumPy."""
-  return [(np.asarray(pure[i]["kernel"], np.float64),
-           np.asarray(pure[i]["bias"], np.float64)) for i in range(NUM_LAYERS)]
+  return [
+      (
+          np.asarray(pure[i]["kernel"], np.float64),
+          np.asarray(pure[i]["bias"], np.float64),
+      )
+      for i in range(NUM_LAYERS)
+  ]
 
 
 # ------------------------------------------------------------ the three nets
@@ -87,15 +93,18 @@ class Flax:
 
   def __init__(self):
     self.graphdef, self.state = nnx.split(flax_model(), nnx.Param)
-    self.pairs = [(f"layers/{i}", f"layers/{i + 1}")
-                  for i in range(0, NUM_LAYERS, 2)]
+    self.pairs = [
+        (f"layers/{i}", f"layers/{i + 1}") for i in range(0, NUM_LAYERS, 2)
+    ]
 
   def load(self, layers):
-    state = jax.tree.map(lambda a: a, self.state)       # a fresh State
+    state = jax.tree.map(lambda a: a, self.state)  # a fresh State
     pure = nnx.to_pure_dict(state)
     for i, (k, b) in enumerate(layers):
-      pure["layers"][i] = {"kernel": jnp.asarray(k, jnp.float32),
-                           "bias": jnp.asarray(b, jnp.float32)}
+      pure["layers"][i] = {
+          "kernel": jnp.asarray(k, jnp.float32),
+          "bias": jnp.asarray(b, jnp.float32),
+      }
     nnx.replace_by_pure_dict(state, pure)
     return state
 
@@ -109,12 +118,14 @@ class Flax:
 
 class EqxFactorizedMLP(eqx.Module):
   layers: list
-  activation: object        # a function leaf: removed by eqx.partition
+  activation: object  # a function leaf: removed by eqx.partition
 
   def __init__(self, sizes, key):
     keys = jax.random.split(key, len(sizes) - 1)
-    self.layers = [eqx.nn.Linear(a, b, key=k)
-                   for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
+    self.layers = [
+        eqx.nn.Linear(a, b, key=k)
+        for a, b, k in zip(sizes[:-1], sizes[1:], keys)
+    ]
     self.activation = jax.nn.relu
 
   def __call__(self, x):
@@ -132,8 +143,9 @@ class Equinox:
     sizes = [IN] + [WIDTH] * (NUM_LAYERS - 1) + [OUT]
     model = EqxFactorizedMLP(sizes, jax.random.key(1))
     self.template, self.static = eqx.partition(model, eqx.is_array)
-    self.pairs = [(f"layers/{i}", f"layers/{i + 1}")
-                  for i in range(0, NUM_LAYERS, 2)]
+    self.pairs = [
+        (f"layers/{i}", f"layers/{i + 1}") for i in range(0, NUM_LAYERS, 2)
+    ]
 
   def load(self, layers):
     """Params (``eqx.partition``-ed module) with weights ``(out, in)``."""
@@ -141,25 +153,32 @@ class Equinox:
         lambda m: [l.weight for l in m.layers] + [l.bias for l in m.layers],
         self.template,
         [jnp.asarray(k.T, jnp.float32) for k, _ in layers]
-        + [jnp.asarray(b, jnp.float32) for _, b in layers])
+        + [jnp.asarray(b, jnp.float32) for _, b in layers],
+    )
 
   def apply(self, params, x):
     return jax.vmap(eqx.combine(params, self.static))(x)
 
   @staticmethod
   def layers(params):
-    return [(np.asarray(l.weight, np.float64).T, np.asarray(l.bias, np.float64))
-            for l in params.layers]
+    return [
+        (np.asarray(l.weight, np.float64).T, np.asarray(l.bias, np.float64))
+        for l in params.layers
+    ]
 
 
 def haiku_fn(widths):
   """A ``hk.transform`` of ``hk.Linear`` layers; ``widths`` the hidden sizes."""
+
   class HkFactorizedMLP(hk.Module):
+
     def __init__(self, name=None):
       super().__init__(name=name)
       # Submodules made in __init__ are named "factorized_mlp/~/linear_i".
-      self.layers = [hk.Linear(n, name=f"linear_{i}")
-                     for i, n in enumerate(list(widths) + [OUT])]
+      self.layers = [
+          hk.Linear(n, name=f"linear_{i}")
+          for i, n in enumerate(list(widths) + [OUT])
+      ]
 
     def __call__(self, x):
       for i, layer in enumerate(self.layers):
@@ -167,8 +186,10 @@ def haiku_fn(widths):
         if i in RELU_AFTER:
           x = jax.nn.relu(x)
       return x
-  return hk.without_apply_rng(hk.transform(
-      lambda x: HkFactorizedMLP(name=HK_NAME)(x)))
+
+  return hk.without_apply_rng(
+      hk.transform(lambda x: HkFactorizedMLP(name=HK_NAME)(x))
+  )
 
 
 def hk_layer(i):
@@ -182,13 +203,18 @@ class Haiku:
     self.fn = haiku_fn([WIDTH] * (NUM_LAYERS - 1))
     shapes = jax.eval_shape(self.fn.init, jax.random.key(2), jnp.zeros((1, IN)))
     assert sorted(shapes) == sorted(hk_layer(i) for i in range(NUM_LAYERS))
-    self.pairs = [(hk_layer(i), hk_layer(i + 1))
-                  for i in range(0, NUM_LAYERS, 2)]
+    self.pairs = [
+        (hk_layer(i), hk_layer(i + 1)) for i in range(0, NUM_LAYERS, 2)
+    ]
 
   def load(self, layers):
-    params = {hk_layer(i): {"w": jnp.asarray(k, jnp.float32),
-                            "b": jnp.asarray(b, jnp.float32)}
-              for i, (k, b) in enumerate(layers)}
+    params = {
+        hk_layer(i): {
+            "w": jnp.asarray(k, jnp.float32),
+            "b": jnp.asarray(b, jnp.float32),
+        }
+        for i, (k, b) in enumerate(layers)
+    }
     return params
 
   def apply(self, params, x):
@@ -196,9 +222,13 @@ class Haiku:
 
   @staticmethod
   def layers(params):
-    return [(np.asarray(params[hk_layer(i)]["w"], np.float64),
-             np.asarray(params[hk_layer(i)]["b"], np.float64))
-            for i in range(NUM_LAYERS)]
+    return [
+        (
+            np.asarray(params[hk_layer(i)]["w"], np.float64),
+            np.asarray(params[hk_layer(i)]["b"], np.float64),
+        )
+        for i in range(NUM_LAYERS)
+    ]
 
 
 FRAMEWORKS = (Flax, Equinox, Haiku)
@@ -230,10 +260,15 @@ def _build(cls):
   spec = ppx.UnitSpec.from_pairs(net.params, net.pairs, layout="auto")
   # Same weights: the three forward passes agree before training.
   x, _ = data()
-  want = ref.forward(as_ref_dict(initial_layers()),
-                     [f"l{i}" for i in range(NUM_LAYERS)], x, RELU_AFTER)
-  np.testing.assert_allclose(net.apply(net.params, x), want,
-                             rtol=1e-5, atol=1e-6)
+  want = ref.forward(
+      as_ref_dict(initial_layers()),
+      [f"l{i}" for i in range(NUM_LAYERS)],
+      x,
+      RELU_AFTER,
+  )
+  np.testing.assert_allclose(
+      net.apply(net.params, x), want, rtol=1e-5, atol=1e-6
+  )
   return net, spec
 
 
@@ -268,15 +303,17 @@ def train(cls, kind):
       params = optax.apply_updates(params, updates)
       return (params, state), params
 
-    (last, _), stacked = jax.lax.scan(step, (params, tx.init(params)), None,
-                                      length=STEPS)
+    (last, _), stacked = jax.lax.scan(
+        step, (params, tx.init(params)), None, length=STEPS
+    )
     return params, last, stacked
 
   first, last, stacked = run(net.params)
   first, stacked = jax.device_get((first, stacked))
   traj = [net.layers(first)] + [
       net.layers(jax.tree.map(lambda a, t=t: a[t], stacked))
-      for t in range(STEPS)]
+      for t in range(STEPS)
+  ]
   return net, spec, last, traj
 
 
@@ -286,14 +323,18 @@ def rel(a, b):
 
 
 def max_rel(layers_a, layers_b):
-  return max(max(rel(ka, kb), rel(ba, bb))
-             for (ka, ba), (kb, bb) in zip(layers_a, layers_b))
+  return max(
+      max(rel(ka, kb), rel(ba, bb))
+      for (ka, ba), (kb, bb) in zip(layers_a, layers_b)
+  )
 
 
 def alive(layers):
   """Live units per group: ``v_i != 0`` (row ``i`` of the group's output kernel)."""
-  return tuple(int(np.sum(np.linalg.norm(layers[2 * g + 1][0], axis=1) > 0))
-               for g in range(DEPTH))
+  return tuple(
+      int(np.sum(np.linalg.norm(layers[2 * g + 1][0], axis=1) > 0))
+      for g in range(DEPTH)
+  )
 
 
 _CACHE = {}
@@ -348,28 +389,40 @@ def test_flax_trajectory_matches_numpy_reference(kind):
   worst = 0.0
   for t in range(STEPS):
     grads = np_forward_grads(traj[t], x, y)
-    if kind == "momentum":   # optax.trace: m <- g + mu m, update -lr m
-      trace = grads if trace is None else [
-          (gk + MOMENTUM * mk, gb + MOMENTUM * mb)
-          for (gk, gb), (mk, mb) in zip(grads, trace)]
+    if kind == "momentum":  # optax.trace: m <- g + mu m, update -lr m
+      trace = (
+          grads
+          if trace is None
+          else [
+              (gk + MOMENTUM * mk, gb + MOMENTUM * mb)
+              for (gk, gb), (mk, mb) in zip(grads, trace)
+          ]
+      )
       grads = trace
-    new = ref.pathprox_step(as_ref_dict(traj[t]), as_ref_dict(grads),
-                            REF_PAIRS, LR, LAM, balance=kind != "no_balance")
+    new = ref.pathprox_step(
+        as_ref_dict(traj[t]),
+        as_ref_dict(grads),
+        REF_PAIRS,
+        LR,
+        LAM,
+        balance=kind != "no_balance",
+    )
     worst = max(worst, max_rel(traj[t + 1], from_ref_dict(new)))
     # Same pruning decisions, exactly.
     assert alive(traj[t + 1]) == alive(from_ref_dict(new)), t
   assert worst <= 1e-5, worst
 
 
-@pytest.mark.parametrize("kind", ["plain", "momentum", "no_balance",
-                                  "adaptive"])
+@pytest.mark.parametrize(
+    "kind", ["plain", "momentum", "no_balance", "adaptive"]
+)
 @pytest.mark.parametrize("cls", [Equinox, Haiku], ids=lambda c: c.name)
 def test_same_trajectory_as_flax(cls, kind):
   _, _, _, flax_traj = trajectory(Flax, kind)
   _, spec, _, traj = trajectory(cls, kind)
   assert spec.num_units == (WIDTH,) * DEPTH
   per_step = [max_rel(a, b) for a, b in zip(traj, flax_traj)]
-  tol = float32_tolerance(STEPS)            # 80 ulps = 9.5e-6 for 20 steps
+  tol = float32_tolerance(STEPS)  # 80 ulps = 9.5e-6 for 20 steps
   assert max(per_step) <= tol, (kind, cls.name, tol, per_step)
   # The runs are not trivial: the parameters moved and units were pruned
   # (the last state has fewer live units than the first).
@@ -383,7 +436,7 @@ def test_trajectory_comparison_is_sensitive():
   so the float32_tolerance(STEPS) agreement above is not vacuous."""
   _, _, _, a = trajectory(Flax, "plain")
   _, _, _, b = trajectory(Equinox, "no_balance")
-  assert max_rel(a[0], b[0]) <= float32_tolerance(1)   # same start
+  assert max_rel(a[0], b[0]) <= float32_tolerance(1)  # same start
   assert max(max_rel(x, y) for x, y in zip(a, b)) > 1e-3
   assert 1e-3 > 100 * float32_tolerance(STEPS)
 
@@ -400,7 +453,7 @@ def test_normalize_units_matches_numpy():
       b[i] /= n
       k2[i, :] *= n
   for cls in FRAMEWORKS:
-    first = trajectory(cls, "plain")[3][0]     # one float32 rescaling
+    first = trajectory(cls, "plain")[3][0]  # one float32 rescaling
     assert max_rel(first, layers) <= float32_tolerance(1), cls.name
 
 
@@ -433,26 +486,38 @@ def test_wrong_layout_name_raises():
   with pytest.raises(ValueError, match=r"has no 'w' leaf"):
     ppx.UnitSpec.from_pairs(fl.params, fl.pairs, layout="haiku")
   # The right names work.
-  assert ppx.UnitSpec.from_pairs(eq.params, eq.pairs,
-                                 layout="equinox").num_units == (WIDTH,) * 3
-  assert ppx.UnitSpec.from_pairs(hkn.params, hkn.pairs,
-                                 layout="haiku").num_units == (WIDTH,) * 3
+  assert (
+      ppx.UnitSpec.from_pairs(eq.params, eq.pairs, layout="equinox").num_units
+      == (WIDTH,) * 3
+  )
+  assert (
+      ppx.UnitSpec.from_pairs(hkn.params, hkn.pairs, layout="haiku").num_units
+      == (WIDTH,) * 3
+  )
 
 
 def test_mixed_layouts_under_auto_raise():
   layers = initial_layers()
-  mixed = {"a": {"kernel": jnp.asarray(layers[0][0], jnp.float32)},
-           "b": {"weight": jnp.asarray(layers[1][0].T, jnp.float32)}}
+  mixed = {
+      "a": {"kernel": jnp.asarray(layers[0][0], jnp.float32)},
+      "b": {"weight": jnp.asarray(layers[1][0].T, jnp.float32)},
+  }
   with pytest.raises(ValueError, match="different layouts"):
     ppx.UnitSpec.from_pairs(mixed, [("a", "b")])
   # Mixed across pairs too (a Flax pair and a Haiku pair).
-  mixed2 = {"a": {"kernel": jnp.ones((3, 4))}, "b": {"kernel": jnp.ones((4, 2))},
-            "c": {"w": jnp.ones((2, 4))}, "d": {"w": jnp.ones((4, 2))}}
+  mixed2 = {
+      "a": {"kernel": jnp.ones((3, 4))},
+      "b": {"kernel": jnp.ones((4, 2))},
+      "c": {"w": jnp.ones((2, 4))},
+      "d": {"w": jnp.ones((4, 2))},
+  }
   with pytest.raises(ValueError, match="different layouts"):
     ppx.UnitSpec.from_pairs(mixed2, [("a", "b"), ("c", "d")])
   # A layer holding two kernel names is ambiguous.
-  both = {"a": {"kernel": jnp.ones((3, 4)), "w": jnp.ones((3, 4))},
-          "b": {"kernel": jnp.ones((4, 2))}}
+  both = {
+      "a": {"kernel": jnp.ones((3, 4)), "w": jnp.ones((3, 4))},
+      "b": {"kernel": jnp.ones((4, 2))},
+  }
   with pytest.raises(ValueError, match="several kernel leaf"):
     ppx.UnitSpec.from_pairs(both, [("a", "b")])
 
@@ -471,8 +536,11 @@ def test_equinox_spec_uses_out_in_axes():
   assert hspec.groups[2].outputs[0].bias == f"{HK_NAME}/~/linear_5/b"
   # unit norms agree across layouts (first layer 12 -> 16 is not square)
   fl, fspec = build(Flax)
-  for a, b, c in zip(spec.split(net.params)[0], fspec.split(fl.params)[0],
-                     hspec.split(hkn.params)[0]):
+  for a, b, c in zip(
+      spec.split(net.params)[0],
+      fspec.split(fl.params)[0],
+      hspec.split(hkn.params)[0],
+  ):
     na, nb, nc = (jax.jit(ppx.prox.unit_norms)(g) for g in (a, b, c))
     np.testing.assert_allclose(na[0], nb[0], rtol=1e-6)
     np.testing.assert_allclose(na[1], nb[1], rtol=1e-6)
@@ -528,6 +596,7 @@ def test_compact_after_pruning_keeps_outputs(cls):
   assert rel(small_layers[1][1], layers[1][1]) > 0
   # The compact spec validates and PathProx can continue on it.
   tx = ppx.pathprox(LR, LAM, small_spec)
-  u, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, small),
-                            tx.init(small), small)
+  u, _ = jax.jit(tx.update)(
+      jax.tree.map(jnp.zeros_like, small), tx.init(small), small
+  )
   assert jax.tree.structure(u) == jax.tree.structure(small)

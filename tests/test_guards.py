@@ -13,10 +13,16 @@ from tests.tree_utils import finite
 
 def _params(units=6, fan_in=5, out=3, seed=0):
   k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-  return {"l0": {"kernel": jax.random.normal(k1, (fan_in, units)),
-                 "bias": jax.random.normal(k2, (units,))},
-          "l1": {"kernel": jax.random.normal(k3, (units, out)),
-                 "bias": jnp.zeros((out,))}}
+  return {
+      "l0": {
+          "kernel": jax.random.normal(k1, (fan_in, units)),
+          "bias": jax.random.normal(k2, (units,)),
+      },
+      "l1": {
+          "kernel": jax.random.normal(k3, (units, out)),
+          "bias": jnp.zeros((out,)),
+      },
+  }
 
 
 def _problem():
@@ -40,6 +46,7 @@ def _run(tx, params, loss_fn, xs, ys, batches):
     g = jax.grad(loss_fn)(p, x, y)
     u, s = tx.update(g, s, p)
     return optax.apply_updates(p, u), s
+
   state = tx.init(params)
   for b in batches:
     params, state = step(params, state, xs[b], ys[b])
@@ -48,8 +55,9 @@ def _run(tx, params, loss_fn, xs, ys, batches):
 
 def test_nan_batch_corrupts_params_without_guard():
   params, spec, loss_fn, _, x_nan, y = _problem()
-  out, _ = _run(ppx.pathprox(0.1, 1e-3, spec), params, loss_fn, x_nan, y,
-                [0, 1, 2])
+  out, _ = _run(
+      ppx.pathprox(0.1, 1e-3, spec), params, loss_fn, x_nan, y, [0, 1, 2]
+  )
   assert not finite(out)
 
 
@@ -64,8 +72,10 @@ def test_nan_batch_is_skipped_with_guard():
   assert bool(state.last_finite)
   # Exactly as if the NaN batch had never been seen (bitwise).
   clean, clean_state = _run(tx, params, loss_fn, x, y, [0, 2])
-  for a, b in zip(jax.tree.leaves((guarded, state.inner_state)),
-                  jax.tree.leaves((clean, clean_state.inner_state))):
+  for a, b in zip(
+      jax.tree.leaves((guarded, state.inner_state)),
+      jax.tree.leaves((clean, clean_state.inner_state)),
+  ):
     np.testing.assert_array_equal(a, b)
 
 
@@ -87,8 +97,9 @@ def test_guard_catches_overflow_inside_the_optimizer():
   grads = {"w": jnp.full((4,), 10.0, jnp.float16)}
   tx = ppx.skip_nonfinite(optax.sgd(1e4))
   updates, state = tx.update(grads, tx.init(params), params)
-  np.testing.assert_array_equal(optax.apply_updates(params, updates)["w"],
-                                params["w"])
+  np.testing.assert_array_equal(
+      optax.apply_updates(params, updates)["w"], params["w"]
+  )
   assert int(state.total_notfinite) == 1
   raw, _ = optax.sgd(1e4).update(grads, optax.sgd(1e4).init(params), params)
   assert not bool(jnp.all(jnp.isfinite(raw["w"])))
@@ -97,11 +108,14 @@ def test_guard_catches_overflow_inside_the_optimizer():
 def test_guard_passes_good_steps_through_unchanged():
   params, spec, loss_fn, x, _, y = _problem()
   inner = ppx.adaptive_pathprox(1e-2, 1e-3, spec)
-  guarded, gstate = _run(ppx.skip_nonfinite(inner), params, loss_fn, x, y,
-                         [0, 1])
+  guarded, gstate = _run(
+      ppx.skip_nonfinite(inner), params, loss_fn, x, y, [0, 1]
+  )
   plain, pstate = _run(inner, params, loss_fn, x, y, [0, 1])
-  for a, b in zip(jax.tree.leaves((guarded, gstate.inner_state)),
-                  jax.tree.leaves((plain, pstate))):
+  for a, b in zip(
+      jax.tree.leaves((guarded, gstate.inner_state)),
+      jax.tree.leaves((plain, pstate)),
+  ):
     np.testing.assert_array_equal(a, b)
   assert int(gstate.total_notfinite) == 0 and bool(gstate.last_finite)
 
@@ -120,9 +134,10 @@ def test_nan_schedule_under_jit_is_skipped_and_blocks_the_count():
   # A schedule that returns NaN at step count 2 (a 0/0 in user code).
   params, spec, loss_fn, x, _, y = _problem()
   sched = lambda c: jnp.where(c == 2, jnp.nan, 0.1)
-  raw, _ = _run(ppx.pathprox(sched, 1e-3, spec), params, loss_fn, x, y,
-                [0, 1, 2])
-  assert not finite(raw)                       # unguarded: NaN weights
+  raw, _ = _run(
+      ppx.pathprox(sched, 1e-3, spec), params, loss_fn, x, y, [0, 1, 2]
+  )
+  assert not finite(raw)  # unguarded: NaN weights
   tx = ppx.skip_nonfinite(ppx.pathprox(sched, 1e-3, spec))
   out, state = _run(tx, params, loss_fn, x, y, [0, 1, 2, 0, 1])
   assert finite(out) and finite(state)

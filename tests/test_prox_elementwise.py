@@ -58,7 +58,9 @@ def _brute(xs, mus, reg_fn, half_width, n=200_001, extra=(0.0, 1.0, -1.0)):
   for an integer-friendly half_width, +-1) plus the candidates ``extra`` and,
   per row, y = x itself. Returns (argmin, min value) per row.
   """
-  grid = np.concatenate([np.linspace(-half_width, half_width, n), np.asarray(extra, np.float64)])
+  grid = np.concatenate(
+      [np.linspace(-half_width, half_width, n), np.asarray(extra, np.float64)]
+  )
   r_grid = reg_fn(grid)
   best_y = np.empty(len(xs))
   best_f = np.empty(len(xs))
@@ -139,13 +141,21 @@ def _notes_formula(q, z, mu):
     tau = 1.5 * mu ** (2 / 3)
     zc = np.maximum(np.abs(z), tau)
     phi = np.arccos(np.clip((mu / 4) * (zc / 3) ** -1.5, -1, 1))
-    return np.where(np.abs(z) > tau, (2 / 3) * z * (1 + np.cos(2 * np.pi / 3 - 2 * phi / 3)), 0.0)
+    return np.where(
+        np.abs(z) > tau,
+        (2 / 3) * z * (1 + np.cos(2 * np.pi / 3 - 2 * phi / 3)),
+        0.0,
+    )
   lt = 2 * mu
   tau = (2 / 3) * (3 * lt**3) ** 0.25
   zc = np.maximum(np.abs(z), tau)
   phi = np.arccosh((27 / 16) * zc**2 * lt**-1.5)
   a = (2 / np.sqrt(3)) * lt**0.25 * np.sqrt(np.cosh(phi / 3))
-  return np.where(np.abs(z) > tau, np.sign(z) * ((a + np.sqrt(2 * zc / a - a**2)) / 2) ** 3, 0.0)
+  return np.where(
+      np.abs(z) > tau,
+      np.sign(z) * ((a + np.sqrt(2 * zc / a - a**2)) / 2) ** 3,
+      0.0,
+  )
 
 
 @pytest.mark.parametrize("q", [0.5, 2.0 / 3.0], ids=["l_half", "l_two_thirds"])
@@ -180,7 +190,9 @@ def test_lq_prox_matches_brute_force_float32(q):
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("q", [0.0, 0.5, 2.0 / 3.0], ids=["l0", "l_half", "l_two_thirds"])
+@pytest.mark.parametrize(
+    "q", [0.0, 0.5, 2.0 / 3.0], ids=["l0", "l_half", "l_two_thirds"]
+)
 @pytest.mark.parametrize("mu", [1e-4, 0.02, 1.0, 7.0, 300.0])
 def test_threshold_and_jump(q, mu):
   tau = ppx.prox.scalar_threshold(q, mu)
@@ -194,7 +206,12 @@ def test_threshold_and_jump(q, mu):
   np.testing.assert_allclose(float(tau), _threshold(q, mu), rtol=1e-6)
   with jax.enable_x64(True):
     tau64 = float(_threshold(q, mu))
-    x = jnp.array([tau64 * (1 - 1e-7), -tau64 * (1 - 1e-7), tau64 * (1 + 1e-9), -tau64 * (1 + 1e-9)])
+    x = jnp.array([
+        tau64 * (1 - 1e-7),
+        -tau64 * (1 - 1e-7),
+        tau64 * (1 + 1e-9),
+        -tau64 * (1 + 1e-9),
+    ])
     y = np.asarray(_jit(Q_FNS[q])(x, mu))
   assert y[0] == 0 and y[1] == 0
   np.testing.assert_allclose(y[2:], [float(jump), -float(jump)], rtol=1e-6)
@@ -208,7 +225,11 @@ def test_threshold_and_jump(q, mu):
 def test_l1_threshold_is_continuous():
   mu = 0.7
   with jax.enable_x64(True):
-    y = np.asarray(_jit(ppx.prox.prox_l1)(jnp.array([mu * (1 - 1e-9), mu * (1 + 1e-9), -mu - 0.5]), mu))
+    y = np.asarray(
+        _jit(ppx.prox.prox_l1)(
+            jnp.array([mu * (1 - 1e-9), mu * (1 + 1e-9), -mu - 0.5]), mu
+        )
+    )
   assert y[0] == 0
   assert 0 < y[1] < 1e-8
   np.testing.assert_allclose(y[2], -0.5, rtol=1e-12)
@@ -221,11 +242,17 @@ def test_general_threshold_formula_is_a_tie(q):
   mu = 0.37
   tau = float(ppx.prox.scalar_threshold(q, mu))
   yq = float(ppx.prox.scalar_jump(q, mu))
-  np.testing.assert_allclose(0.5 * (yq - tau) ** 2 + mu * yq**q, 0.5 * tau**2, rtol=1e-5)
+  np.testing.assert_allclose(
+      0.5 * (yq - tau) ** 2 + mu * yq**q, 0.5 * tau**2, rtol=1e-5
+  )
   np.testing.assert_allclose(yq - tau + mu * q * yq ** (q - 1), 0.0, atol=1e-5)
   # Limits: q -> 0 gives the l0 threshold; q = 1 gives soft thresholding.
-  np.testing.assert_allclose(float(ppx.prox.scalar_threshold(0.0, mu)), np.sqrt(2 * mu), rtol=1e-6)
-  np.testing.assert_allclose(float(ppx.prox.scalar_threshold(1.0, mu)), mu, rtol=1e-6)
+  np.testing.assert_allclose(
+      float(ppx.prox.scalar_threshold(0.0, mu)), np.sqrt(2 * mu), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      float(ppx.prox.scalar_threshold(1.0, mu)), mu, rtol=1e-6
+  )
   assert float(ppx.prox.scalar_jump(1.0, mu)) == 0.0
 
 
@@ -238,10 +265,18 @@ ALL_FNS = [
     pytest.param(ppx.prox.prox_l0, id="l0"),
     pytest.param(ppx.prox.prox_l_half, id="l_half"),
     pytest.param(ppx.prox.prox_l_two_thirds, id="l_two_thirds"),
-    pytest.param(functools.partial(ppx.prox.prox_binary, q=1.0), id="binary_q1"),
-    pytest.param(functools.partial(ppx.prox.prox_binary, q=0.5), id="binary_q0.5"),
-    pytest.param(functools.partial(ppx.prox.prox_binary, q=0.0), id="binary_q0"),
-    pytest.param(functools.partial(ppx.prox.prox_binary, q=2.0 / 3.0), id="binary_q2/3"),
+    pytest.param(
+        functools.partial(ppx.prox.prox_binary, q=1.0), id="binary_q1"
+    ),
+    pytest.param(
+        functools.partial(ppx.prox.prox_binary, q=0.5), id="binary_q0.5"
+    ),
+    pytest.param(
+        functools.partial(ppx.prox.prox_binary, q=0.0), id="binary_q0"
+    ),
+    pytest.param(
+        functools.partial(ppx.prox.prox_binary, q=2.0 / 3.0), id="binary_q2/3"
+    ),
 ]
 
 
@@ -256,19 +291,28 @@ def test_metric_prox_is_coordinatewise(prox):
   y = np.asarray(f(jnp.asarray(x), reg, jnp.asarray(scaling)))
   # coordinate-wise with its own scalar mu_i (scaling = 1)
   mu = reg * scaling
-  y_coord = np.array([float(f(jnp.float32(xi), mi, 1.0)) for xi, mi in zip(x.ravel(), mu.ravel())])
+  y_coord = np.array([
+      float(f(jnp.float32(xi), mi, 1.0))
+      for xi, mi in zip(x.ravel(), mu.ravel())
+  ])
   np.testing.assert_allclose(y.ravel(), y_coord, rtol=1e-6, atol=1e-7)
   assert y[0, 0] == x[0, 0]
   # scaling = 1 is the plain prox with mu = reg
-  np.testing.assert_array_equal(np.asarray(f(jnp.asarray(x), reg, 1.0)), np.asarray(f(jnp.asarray(x), reg)))
   np.testing.assert_array_equal(
-      np.asarray(f(jnp.asarray(x), reg, jnp.ones_like(jnp.asarray(x)))), np.asarray(f(jnp.asarray(x), reg))
+      np.asarray(f(jnp.asarray(x), reg, 1.0)),
+      np.asarray(f(jnp.asarray(x), reg)),
+  )
+  np.testing.assert_array_equal(
+      np.asarray(f(jnp.asarray(x), reg, jnp.ones_like(jnp.asarray(x)))),
+      np.asarray(f(jnp.asarray(x), reg)),
   )
   # broadcasting a per-column scaling equals the explicit full array
   col = scaling[1]
   np.testing.assert_array_equal(
       np.asarray(f(jnp.asarray(x), reg, jnp.asarray(col))),
-      np.asarray(f(jnp.asarray(x), reg, jnp.asarray(np.broadcast_to(col, x.shape)))),
+      np.asarray(
+          f(jnp.asarray(x), reg, jnp.asarray(np.broadcast_to(col, x.shape)))
+      ),
   )
 
 
@@ -324,7 +368,9 @@ def test_prox_binary_sign_of_zero_and_snap():
   np.testing.assert_allclose(y, [0.2, 0.2, 0.7, -0.7, 1.0, -2.8], rtol=1e-6)
   # huge mu snaps every entry to sign(x) (+1 at zero)
   # (q = 1/2: threshold 1.5 mu^(2/3) = 1.5e20, so 1e15 snaps and 1e25 does not)
-  y = np.asarray(_jit_binary(jnp.array([0.0, -0.0, 0.3, -7.0, 1e15, 1e25]), 1e30, q=0.5))
+  y = np.asarray(
+      _jit_binary(jnp.array([0.0, -0.0, 0.3, -7.0, 1e15, 1e25]), 1e30, q=0.5)
+  )
   np.testing.assert_allclose(y, [1.0, 1.0, 1.0, -1.0, 1.0, 1e25], rtol=1e-6)
 
 
@@ -335,7 +381,12 @@ def test_q_validation():
       ppx.prox.prox_binary(x, 0.1, q=bad)
   with pytest.raises(ValueError, match="static"):
     jax.jit(lambda x, q: ppx.prox.prox_binary(x, 0.1, q=q))(x, 0.5)
-  for good, fn in [(0, ppx.prox.prox_l0), (1, ppx.prox.prox_l1), (0.5, ppx.prox.prox_l_half), (2 / 3, ppx.prox.prox_l_two_thirds)]:
+  for good, fn in [
+      (0, ppx.prox.prox_l0),
+      (1, ppx.prox.prox_l1),
+      (0.5, ppx.prox.prox_l_half),
+      (2 / 3, ppx.prox.prox_l_two_thirds),
+  ]:
     assert ppx.prox.get_lq_prox(good) is fn
   with pytest.raises(ValueError):
     ppx.prox.get_lq_prox(0.25)
@@ -363,8 +414,13 @@ def test_edge_cases_finite_and_dtype(prox, dtype):
   # mu = 0 returns x bit for bit (also -0.0), with reg or scaling zero
   for reg, scaling in ((0.0, 1.0), (1.0, 0.0), (0.0, jnp.ones(x.shape, dtype))):
     y = f(x, reg, scaling)
-    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(x, np.float32))
-    assert np.array_equal(np.signbit(np.asarray(y, np.float32)), np.signbit(np.asarray(x, np.float32)))
+    np.testing.assert_array_equal(
+        np.asarray(y, np.float32), np.asarray(x, np.float32)
+    )
+    assert np.array_equal(
+        np.signbit(np.asarray(y, np.float32)),
+        np.signbit(np.asarray(x, np.float32)),
+    )
   # huge |x| with moderate mu is (relatively) unchanged
   y = np.asarray(f(x, 1.0), np.float32)
   np.testing.assert_allclose(y[5:], np.asarray(x[5:], np.float32), rtol=1e-3)
@@ -381,7 +437,9 @@ def test_edge_cases_float64(prox):
       assert y.dtype == jnp.float64
       assert np.all(np.isfinite(np.asarray(y))), (mu, y)
     np.testing.assert_array_equal(np.asarray(f(x, 0.0)), np.asarray(x))
-    np.testing.assert_allclose(np.asarray(f(x, 1.0))[4:6], np.asarray(x)[4:6], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(f(x, 1.0))[4:6], np.asarray(x)[4:6], rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("q", list(Q_FNS), ids=Q_IDS)
@@ -395,9 +453,15 @@ def test_huge_mu(q):
   np.testing.assert_allclose(y[5:], expected_tail, rtol=1e-5)
   if q < 1:  # just above the threshold: the documented jump, even at this scale
     tau = float(ppx.prox.scalar_threshold(q, mu))
-    y = np.asarray(_jit(Q_FNS[q])(jnp.array([tau * 0.999, tau * 1.001], jnp.float32), jnp.float32(mu)))
+    y = np.asarray(
+        _jit(Q_FNS[q])(
+            jnp.array([tau * 0.999, tau * 1.001], jnp.float32), jnp.float32(mu)
+        )
+    )
     assert y[0] == 0
-    np.testing.assert_allclose(y[1], float(ppx.prox.scalar_jump(q, mu)), rtol=0.05)
+    np.testing.assert_allclose(
+        y[1], float(ppx.prox.scalar_jump(q, mu)), rtol=0.05
+    )
 
 
 @pytest.mark.parametrize("prox", ALL_FNS)
@@ -410,7 +474,9 @@ def test_low_precision_matches_float32(prox):
     y_low = f(xl, 0.3, 0.7)
     y_ref = f(xl.astype(jnp.float32), 0.3, 0.7).astype(dtype)
     assert y_low.dtype == dtype
-    np.testing.assert_array_equal(np.asarray(y_low, np.float32), np.asarray(y_ref, np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(y_low, np.float32), np.asarray(y_ref, np.float32)
+    )
 
 
 def test_integer_input_gives_float():
@@ -419,10 +485,14 @@ def test_integer_input_gives_float():
   np.testing.assert_array_equal(np.asarray(y), [-2.0, 0.0, 1.0])
 
 
-@pytest.mark.parametrize("name", ["prox_l1", "prox_l0", "prox_l_half",
-                                  "prox_l_two_thirds", "prox_binary"])
+@pytest.mark.parametrize(
+    "name",
+    ["prox_l1", "prox_l0", "prox_l_half", "prox_l_two_thirds", "prox_binary"],
+)
 def test_strength_argument_is_named_weight_decay(name):
   f = getattr(ppx.prox, name)
   x = jnp.linspace(-2.0, 2.0, 9)
   np.testing.assert_array_equal(
-      np.asarray(f(x, weight_decay=0.3, scaling=0.5)), np.asarray(f(x, 0.3, 0.5)))
+      np.asarray(f(x, weight_decay=0.3, scaling=0.5)),
+      np.asarray(f(x, 0.3, 0.5)),
+  )

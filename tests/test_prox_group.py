@@ -20,7 +20,9 @@ import pytest
 import pathprox_jax as ppx
 from tests import reference
 
-prox_jit = jax.jit(ppx.prox.prox_group_lasso, static_argnames=("axis", "newton_steps"))
+prox_jit = jax.jit(
+    ppx.prox.prox_group_lasso, static_argnames=("axis", "newton_steps")
+)
 objective = reference.group_prox_objective
 generic_min = reference.group_prox_generic
 root_ref = reference.group_prox_root
@@ -41,8 +43,10 @@ def rng_arrays(seed, *shapes):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape, axis", [((5, 7), 0), ((5, 7), 1),
-                                         ((3, 3, 4, 6), 2), ((3, 3, 4, 6), -1)])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((5, 7), 0), ((5, 7), 1), ((3, 3, 4, 6), 2), ((3, 3, 4, 6), -1)],
+)
 def test_group_norms(shape, axis):
   (x,) = rng_arrays(0, shape)
   got = jax.jit(ppx.prox.group_norms, static_argnums=1)(x, axis)
@@ -54,8 +58,9 @@ def test_group_norms_low_precision_accumulates_in_float32():
   x = jnp.full((4096, 2), 0.01, jnp.bfloat16)
   n = ppx.prox.group_norms(x, 1)
   assert n.dtype == jnp.float32
-  np.testing.assert_allclose(n, np.sqrt(4096) * float(jnp.bfloat16(0.01)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      n, np.sqrt(4096) * float(jnp.bfloat16(0.01)), rtol=1e-6
+  )
 
 
 def test_group_norms_gradient_is_zero_not_nan_at_a_zero_group():
@@ -69,19 +74,28 @@ def test_unit_norms_sum_over_every_slice_and_skip_biases():
   w1, w2, b, v1, v2 = rng_arrays(1, (3, 5), (5, 2, 2), (5,), (5, 4), (2, 5, 3))
   x = ppx.units.UnitWeights((w1, w2), (b,), (v1, v2), (), (1, 0), (0,), (0, 1))
   nw, nv = jax.jit(ppx.prox.unit_norms)(x)
-  np.testing.assert_allclose(nw, reference.unit_norms([w1, w2], [1, 0]), rtol=1e-6)
-  np.testing.assert_allclose(nv, reference.unit_norms([v1, v2], [0, 1]), rtol=1e-6)
+  np.testing.assert_allclose(
+      nw, reference.unit_norms([w1, w2], [1, 0]), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      nv, reference.unit_norms([v1, v2], [0, 1]), rtol=1e-6
+  )
   pn = ppx.prox.group_path_norms([(nw, nv), (nv, nv)])
-  np.testing.assert_allclose(pn, [np.sum(np.asarray(nw) * np.asarray(nv)),
-                                  np.sum(np.asarray(nv) ** 2)], rtol=1e-6)
+  np.testing.assert_allclose(
+      pn,
+      [np.sum(np.asarray(nw) * np.asarray(nv)), np.sum(np.asarray(nv) ** 2)],
+      rtol=1e-6,
+  )
 
 
 def test_shrink_factors():
   norms = jnp.array([0.0, 0.5, 1.0, 2.0, 4.0])
-  np.testing.assert_allclose(jax.jit(ppx.prox.shrink_factors)(norms, 1.0),
-                             [0.0, 0.0, 0.0, 0.5, 0.75])
-  np.testing.assert_array_equal(ppx.prox.shrink_factors(norms, 0.0),
-                                [0.0, 1.0, 1.0, 1.0, 1.0])
+  np.testing.assert_allclose(
+      jax.jit(ppx.prox.shrink_factors)(norms, 1.0), [0.0, 0.0, 0.0, 0.5, 0.75]
+  )
+  np.testing.assert_array_equal(
+      ppx.prox.shrink_factors(norms, 0.0), [0.0, 1.0, 1.0, 1.0, 1.0]
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -94,7 +108,9 @@ def test_group_soft_threshold_matches_numpy(tau):
   (v,) = rng_arrays(3, (8, 4))
   v[1] = 0.0
   v[2] *= 1e-3
-  got = jax.jit(lambda v, t: ppx.prox.prox_group_lasso(v, t, 1.0, axis=0))(v, tau)
+  got = jax.jit(lambda v, t: ppx.prox.prox_group_lasso(v, t, 1.0, axis=0))(
+      v, tau
+  )
   (exp,) = reference.group_soft_threshold([v], [0], tau)
   np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-7)
   assert np.all(np.isfinite(got))
@@ -109,7 +125,7 @@ def test_threshold_is_reg_times_scaling():
 
 def test_precomputed_norms_are_used():
   (v,) = rng_arrays(5, (4, 3))
-  fake = jnp.array([100.0, 100.0, 100.0, 100.0])   # every group "large"
+  fake = jnp.array([100.0, 100.0, 100.0, 100.0])  # every group "large"
   got = ppx.prox.prox_group_lasso(v, 1.0, 1.0, axis=0, norms=fake)
   np.testing.assert_allclose(got, v * 0.99, rtol=1e-6)
 
@@ -118,11 +134,13 @@ def test_group_lasso_slices_two_arrays_scalar_scaling_closed_form():
   """Unit i's group is column i of a (3, n) array and block i of a (n, 2, 2) one."""
   a, b = rng_arrays(6, (3, 6), (6, 2, 2))
   b[2] = 0.0
-  a[:, 2] = 0.0                       # an all-zero group
+  a[:, 2] = 0.0  # an all-zero group
   norms = reference.unit_norms([a, b], [1, 0])
   reg = 0.5
-  lr = float(np.median(norms)) / reg      # tau = reg * lr kills about half
-  got = jax.jit(lambda a, b: ppx.prox.group_lasso_slices((a, b), reg, lr, axes=(-1, 0)))(a, b)
+  lr = float(np.median(norms)) / reg  # tau = reg * lr kills about half
+  got = jax.jit(
+      lambda a, b: ppx.prox.group_lasso_slices((a, b), reg, lr, axes=(-1, 0))
+  )(a, b)
   exp = reference.group_soft_threshold([a, b], [1, 0], reg * lr)
   for g, e in zip(got, exp):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
@@ -130,28 +148,37 @@ def test_group_lasso_slices_two_arrays_scalar_scaling_closed_form():
   assert 2 in dead and 0 < len(dead) < 6
   # groups die together: a unit is zero in both arrays or in neither
   for i in range(6):
-    assert np.all(np.asarray(got[0])[:, i] == 0) == np.all(np.asarray(got[1])[i] == 0)
+    assert np.all(np.asarray(got[0])[:, i] == 0) == np.all(
+        np.asarray(got[1])[i] == 0
+    )
 
 
-@pytest.mark.parametrize("solver", [reference.group_prox_generic,
-                                    reference.group_prox_root],
-                         ids=["scipy_minimize", "brentq"])
+@pytest.mark.parametrize(
+    "solver",
+    [reference.group_prox_generic, reference.group_prox_root],
+    ids=["scipy_minimize", "brentq"],
+)
 def test_group_lasso_slices_two_arrays_metric(solver):
   r = np.random.default_rng(7)
   a, b = r.normal(size=(3, 5)), r.normal(size=(5, 4))
   sa = 10 ** r.uniform(-1, 1, size=a.shape)
-  sb = 10 ** r.uniform(-1, 1, size=(5, 1))     # broadcast along the outputs
-  crit = np.array([np.linalg.norm(np.concatenate([a[:, i] / sa[:, i],
-                                                  b[i] / sb[i]]))
-                   for i in range(5)])
+  sb = 10 ** r.uniform(-1, 1, size=(5, 1))  # broadcast along the outputs
+  crit = np.array([
+      np.linalg.norm(np.concatenate([a[:, i] / sa[:, i], b[i] / sb[i]]))
+      for i in range(5)
+  ])
   reg = float(np.median(crit))
   f32 = lambda x: jnp.asarray(x, jnp.float32)
-  got = jax.jit(lambda a, b, sa, sb: ppx.prox.group_lasso_slices(
-      (a, b), reg, (sa, sb), axes=(1, 0)))(f32(a), f32(b), f32(sa), f32(sb))
+  got = jax.jit(
+      lambda a, b, sa, sb: ppx.prox.group_lasso_slices(
+          (a, b), reg, (sa, sb), axes=(1, 0)
+      )
+  )(f32(a), f32(b), f32(sa), f32(sb))
   exp = reference.group_prox_slices([a, b], [1, 0], reg, [sa, sb], solver)
   for g, e in zip(got, exp):
-    np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=2e-4,
-                               atol=2e-5)
+    np.testing.assert_allclose(
+        np.asarray(g, np.float64), e, rtol=2e-4, atol=2e-5
+    )
   zero = np.all(np.asarray(got[0]) == 0, axis=0)
   np.testing.assert_array_equal(zero, crit <= reg)
   np.testing.assert_array_equal(zero, np.all(np.asarray(got[1]) == 0, axis=1))
@@ -174,13 +201,18 @@ def test_metric_prox_matches_generic_minimiser(seed):
   x = rng.normal(size=(6, 5))
   s = 10 ** rng.uniform(-1.5, 1.5, size=x.shape)
   reg = float(np.median(np.linalg.norm(x / s, axis=1)))  # half the groups die
-  y = np.asarray(prox_jit(jnp.asarray(x, jnp.float32), reg,
-                          jnp.asarray(s, jnp.float32), axis=0), np.float64)
+  y = np.asarray(
+      prox_jit(
+          jnp.asarray(x, jnp.float32), reg, jnp.asarray(s, jnp.float32), axis=0
+      ),
+      np.float64,
+  )
   ref = rows(generic_min, x, reg, s)
   np.testing.assert_allclose(y, ref, rtol=2e-4, atol=2e-5)
   for k in range(x.shape[0]):  # and never worse than the generic minimiser
     assert objective(y[k], x[k], reg, s[k]) <= (
-        objective(ref[k], x[k], reg, s[k]) + 1e-5)
+        objective(ref[k], x[k], reg, s[k]) + 1e-5
+    )
   assert 0 < np.sum(np.all(y == 0, axis=1)) < x.shape[0]
 
 
@@ -191,15 +223,22 @@ def test_zero_condition_is_weighted_norm():
   s = 10 ** rng.uniform(-1, 1, size=x.shape)
   crit = np.linalg.norm(x / s, axis=1)
   reg = float(np.median(crit))
-  y = np.asarray(prox_jit(jnp.asarray(x, jnp.float32), reg,
-                          jnp.asarray(s, jnp.float32), axis=0))
+  y = np.asarray(
+      prox_jit(
+          jnp.asarray(x, jnp.float32), reg, jnp.asarray(s, jnp.float32), axis=0
+      )
+  )
   zero = np.all(y == 0, axis=1)
   np.testing.assert_array_equal(zero, crit <= reg)
   # just below / just above the critical value of one group
   k = 0
   for factor, expect_zero in ((1.001, True), (0.999, False)):
-    yk = prox_jit(jnp.asarray(x[k:k + 1], jnp.float32), crit[k] * factor,
-                  jnp.asarray(s[k:k + 1], jnp.float32), axis=0)
+    yk = prox_jit(
+        jnp.asarray(x[k : k + 1], jnp.float32),
+        crit[k] * factor,
+        jnp.asarray(s[k : k + 1], jnp.float32),
+        axis=0,
+    )
     assert bool(jnp.all(yk == 0)) == expect_zero
 
 
@@ -222,8 +261,9 @@ def test_constant_metric_equals_euclidean():
   for c in (1e-3, 0.37, 1.0, 25.0):
     euclid = prox_jit(x, 0.8, c, axis=1)
     metric = prox_jit(x, 0.8, jnp.full(x.shape, c, jnp.float32), axis=1)
-    np.testing.assert_allclose(np.asarray(metric), np.asarray(euclid),
-                               rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(metric), np.asarray(euclid), rtol=2e-6, atol=1e-7
+    )
 
 
 def test_conv_output_kernel_groups_on_axis_minus_2():
@@ -232,12 +272,14 @@ def test_conv_output_kernel_groups_on_axis_minus_2():
   v = rng.normal(size=(3, 3, 5, 4))
   s = 10 ** rng.uniform(-1, 1, size=v.shape)
   reg = 3.0
-  y = np.asarray(prox_jit(jnp.asarray(v, jnp.float32), reg,
-                          jnp.asarray(s, jnp.float32), axis=-2))
+  y = np.asarray(
+      prox_jit(
+          jnp.asarray(v, jnp.float32), reg, jnp.asarray(s, jnp.float32), axis=-2
+      )
+  )
   for i in range(v.shape[2]):
     ref = root_ref(v[:, :, i, :].ravel(), reg, s[:, :, i, :].ravel())
-    np.testing.assert_allclose(y[:, :, i, :].ravel(), ref, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(y[:, :, i, :].ravel(), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_broadcast_scaling_and_dtype():
@@ -245,10 +287,15 @@ def test_broadcast_scaling_and_dtype():
   s = jnp.asarray([[0.5], [1.0], [2.0], [4.0]], jnp.float32)  # per-group scale
   y = prox_jit(x, 0.3, s, axis=0)
   assert y.dtype == jnp.bfloat16 and y.shape == x.shape
-  ref = rows(root_ref, np.asarray(x, np.float64), 0.3,
-             np.broadcast_to(np.asarray(s, np.float64), x.shape))
-  np.testing.assert_allclose(np.asarray(y, np.float64), ref, rtol=1e-2,
-                             atol=1e-2)
+  ref = rows(
+      root_ref,
+      np.asarray(x, np.float64),
+      0.3,
+      np.broadcast_to(np.asarray(s, np.float64), x.shape),
+  )
+  np.testing.assert_allclose(
+      np.asarray(y, np.float64), ref, rtol=1e-2, atol=1e-2
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -286,8 +333,9 @@ def test_edge_cases_are_finite_and_exact():
     st = s.at[0, 0].set(tiny).at[2].set(tiny)
     y = prox_jit(x, 0.1, st, axis=0)
     assert _finite(y)
-    ref = rows(root_ref, np.asarray(x, np.float64), 0.1,
-               np.asarray(st, np.float64))
+    ref = rows(
+        root_ref, np.asarray(x, np.float64), 0.1, np.asarray(st, np.float64)
+    )
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-6)
   y = prox_jit(x, 0.1, s.at[0, 1].set(1e20), axis=0)
   assert _finite(y)
@@ -333,8 +381,9 @@ def _accuracy_cases(kappa, frac, seed, n_cases=24):
 @functools.partial(jax.jit, static_argnums=3)
 def _batched_rows(x, reg, s, newton_steps):
   """Row k is one group with its own reg."""
-  one = lambda xk, rk, sk: ppx.prox.prox_group_lasso(xk[None], rk, sk[None], axis=0,
-                                            newton_steps=newton_steps)[0]
+  one = lambda xk, rk, sk: ppx.prox.prox_group_lasso(
+      xk[None], rk, sk[None], axis=0, newton_steps=newton_steps
+  )[0]
   return jax.vmap(one)(x, reg, s)
 
 
@@ -344,16 +393,23 @@ def _worst_rel_err(cases, newton_steps=20, width=40):
   xs = np.zeros((len(cases), width))
   ss = np.ones((len(cases), width))
   for c, (x, s, _) in enumerate(cases):
-    xs[c, :len(x)], ss[c, :], ss[c, :len(x)] = x, s[0], s
+    xs[c, : len(x)], ss[c, :], ss[c, : len(x)] = x, s[0], s
   regs = np.array([reg for _, _, reg in cases])
-  y = np.asarray(_batched_rows(jnp.asarray(xs, jnp.float32),
-                               jnp.asarray(regs, jnp.float32),
-                               jnp.asarray(ss, jnp.float32), newton_steps))
+  y = np.asarray(
+      _batched_rows(
+          jnp.asarray(xs, jnp.float32),
+          jnp.asarray(regs, jnp.float32),
+          jnp.asarray(ss, jnp.float32),
+          newton_steps,
+      )
+  )
   worst = 0.0
   for c, (x, s, reg) in enumerate(cases):
     ref = root_ref(x, reg, s)
-    assert np.all(y[c, len(x):] == 0)
-    worst = max(worst, np.linalg.norm(y[c, :len(x)] - ref) / np.linalg.norm(ref))
+    assert np.all(y[c, len(x) :] == 0)
+    worst = max(
+        worst, np.linalg.norm(y[c, : len(x)] - ref) / np.linalg.norm(ref)
+    )
   return worst
 
 

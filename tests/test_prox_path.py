@@ -12,8 +12,10 @@ import pathprox_jax as ppx
 from pathprox_jax.units import UnitWeights
 from tests import reference
 
-prox = jax.jit(ppx.prox.prox_path_norm,
-               static_argnames=("include_bias_in_norm", "min_norm"))
+prox = jax.jit(
+    ppx.prox.prox_path_norm,
+    static_argnames=("include_bias_in_norm", "min_norm"),
+)
 
 
 def rng_arrays(seed, *shapes):
@@ -25,13 +27,15 @@ def flax_pair(w, b, v):
   return {"a": {"kernel": w, "bias": b}, "b": {"kernel": v}}
 
 
-@pytest.mark.parametrize("shapes", [((5, 4), (4,), (4, 6)),
-                                    ((3, 3, 2, 4), (4,), (3, 3, 4, 5))],
-                         ids=["dense", "conv"])
+@pytest.mark.parametrize(
+    "shapes",
+    [((5, 4), (4,), (4, 6)), ((3, 3, 2, 4), (4,), (3, 3, 4, 5))],
+    ids=["dense", "conv"],
+)
 def test_prox_path_norm_matches_numpy(shapes):
   w, b, v = rng_arrays(5, *shapes)
-  v[..., 1, :] *= 1e-3          # this unit gets pruned
-  w[..., 3] = 0.0               # a zero column: not projected
+  v[..., 1, :] *= 1e-3  # this unit gets pruned
+  w[..., 3] = 0.0  # a zero column: not projected
   tau, reg = 0.05, 0.5
   y = prox(UnitWeights.from_arrays(w, v, b), reg, tau / reg)
   exp = reference.prox_step(flax_pair(w, b, v), [("a", "b")], tau)
@@ -44,9 +48,12 @@ def test_prox_path_norm_matches_numpy(shapes):
 
 def test_include_bias_in_norm():
   w, b, v = rng_arrays(6, (5, 4), (4,), (4, 3))
-  y = prox(UnitWeights.from_arrays(w, v, b), 0.1, 1.0, include_bias_in_norm=True)
-  exp = reference.prox_step(flax_pair(w, b, v), [("a", "b")], 0.1,
-                            include_bias_in_norm=True)
+  y = prox(
+      UnitWeights.from_arrays(w, v, b), 0.1, 1.0, include_bias_in_norm=True
+  )
+  exp = reference.prox_step(
+      flax_pair(w, b, v), [("a", "b")], 0.1, include_bias_in_norm=True
+  )
   np.testing.assert_allclose(y.w[0], exp["a"]["kernel"], rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.b[0], exp["a"]["bias"], rtol=1e-5, atol=1e-7)
 
@@ -65,7 +72,9 @@ def test_several_input_and_output_slices():
   ev1, ev2 = reference.group_soft_threshold([v1, v2], [0, 1], tau)
   np.testing.assert_allclose(y.v[0], ev1, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.v[1], ev2, rtol=1e-5, atol=1e-7)
-  assert np.all(np.asarray(y.v[0][4]) == 0) and np.all(np.asarray(y.v[1][:, 4]) == 0)
+  assert np.all(np.asarray(y.v[0][4]) == 0) and np.all(
+      np.asarray(y.v[1][:, 4]) == 0
+  )
 
 
 def test_array_scaling_is_the_group_prox_in_that_metric():
@@ -73,12 +82,13 @@ def test_array_scaling_is_the_group_prox_in_that_metric():
   s = 10 ** np.random.default_rng(9).uniform(-1, 1, size=v.shape)
   reg = float(np.median([np.linalg.norm(v[i] / s[i]) for i in range(5)]))
   f32 = jnp.asarray(s, jnp.float32)
-  for scaling in ((f32,), f32):               # a tuple, or one array alone
+  for scaling in ((f32,), f32):  # a tuple, or one array alone
     y = prox(UnitWeights.from_arrays(w, v), reg, scaling)
     (exp,) = reference.group_prox_slices([v], [0], reg, [s])
     np.testing.assert_allclose(y.v[0], exp, rtol=2e-4, atol=2e-5)
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(y.w[0]), axis=0), 1.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(y.w[0]), axis=0), 1.0, rtol=1e-6
+    )
   assert 0 < np.sum(np.all(np.asarray(y.v[0]) == 0, axis=1)) < 5
 
 
@@ -92,7 +102,9 @@ def test_v_is_not_rescaled_by_the_norm_of_w():
 
 
 def test_zero_everything_is_finite():
-  x = UnitWeights.from_arrays(jnp.zeros((3, 4)), jnp.zeros((4, 2)), jnp.zeros(4))
+  x = UnitWeights.from_arrays(
+      jnp.zeros((3, 4)), jnp.zeros((4, 2)), jnp.zeros(4)
+  )
   for reg in (0.0, 1.0):
     y = prox(x, reg, 1.0)
     for leaf in jax.tree.leaves(y):

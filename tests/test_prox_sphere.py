@@ -12,8 +12,10 @@ import pathprox_jax as ppx
 from pathprox_jax.units import UnitWeights
 from tests import reference
 
-project = jax.jit(ppx.prox.project_unit_sphere,
-                  static_argnames=("include_bias_in_norm", "min_norm"))
+project = jax.jit(
+    ppx.prox.project_unit_sphere,
+    static_argnames=("include_bias_in_norm", "min_norm"),
+)
 
 
 def rng_arrays(seed, *shapes):
@@ -30,10 +32,11 @@ def test_projection_matches_numpy_and_keeps_zero_columns():
   np.testing.assert_allclose(y.w[0], ew, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.b[0], eb, rtol=1e-5)
   assert np.all(np.asarray(y.w[0][:, 2]) == 0) and y.b[0][2] == b[2]
-  np.testing.assert_array_equal(y.v[0], v)         # output weights untouched
+  np.testing.assert_array_equal(y.v[0], v)  # output weights untouched
   live = np.arange(5) != 2
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(y.w[0]), axis=0)[live],
-                             1.0, rtol=1e-6)
+  np.testing.assert_allclose(
+      np.linalg.norm(np.asarray(y.w[0]), axis=0)[live], 1.0, rtol=1e-6
+  )
 
 
 def test_projection_with_bias_in_norm_and_conv():
@@ -43,8 +46,10 @@ def test_projection_with_bias_in_norm_and_conv():
   (ew,), (eb,) = reference.project_units([k], [3], [b], [0], include_bias=True)
   np.testing.assert_allclose(y.w[0], ew, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(y.b[0], eb, rtol=1e-5)
-  total = (np.sum(np.asarray(y.w[0], np.float64) ** 2, axis=(0, 1, 2))
-           + np.asarray(y.b[0], np.float64) ** 2)
+  total = (
+      np.sum(np.asarray(y.w[0], np.float64) ** 2, axis=(0, 1, 2))
+      + np.asarray(y.b[0], np.float64) ** 2
+  )
   np.testing.assert_allclose(total, 1.0, rtol=1e-5)
 
 
@@ -69,9 +74,9 @@ def test_min_norm_guards_small_units():
   x = UnitWeights.from_arrays(k, jnp.ones((3, 1)), jnp.array([1.0, 2.0, 3.0]))
   y = project(x, min_norm=1e-2)
   np.testing.assert_allclose(y.w[0][:, 0], [0.6, 0.8], rtol=1e-6)
-  np.testing.assert_array_equal(y.w[0][:, 1:], k[:, 1:])   # at or below min_norm
+  np.testing.assert_array_equal(y.w[0][:, 1:], k[:, 1:])  # at or below min_norm
   np.testing.assert_allclose(y.b[0], [0.2, 2.0, 3.0], rtol=1e-6)
-  z = project(x)      # default 1e-12: the 1e-3 unit is projected
+  z = project(x)  # default 1e-12: the 1e-3 unit is projected
   np.testing.assert_allclose(z.w[0][:, 1], [1.0, 0.0], rtol=1e-6)
 
 
@@ -88,8 +93,9 @@ def test_low_precision_keeps_dtype_and_is_normalised(dtype):
   x = UnitWeights.from_arrays(jnp.asarray(k, dtype), jnp.asarray(v, dtype))
   y = project(x)
   assert y.w[0].dtype == dtype and y.v[0].dtype == dtype
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(y.w[0], np.float64), axis=0),
-                             1.0, rtol=1e-2)
+  np.testing.assert_allclose(
+      np.linalg.norm(np.asarray(y.w[0], np.float64), axis=0), 1.0, rtol=1e-2
+  )
 
 
 def test_weight_decay_and_scaling_are_ignored():
@@ -97,7 +103,9 @@ def test_weight_decay_and_scaling_are_ignored():
   k, v, b = rng_arrays(6, (3, 4), (4, 2), (4,))
   x = UnitWeights.from_arrays(k, v, b)
   plain = project(x)
-  for y in (jax.jit(ppx.prox.project_unit_sphere)(x, 0.7, 3.0),
-            project(x, weight_decay=5.0, scaling=jnp.ones(4))):
+  for y in (
+      jax.jit(ppx.prox.project_unit_sphere)(x, 0.7, 3.0),
+      project(x, weight_decay=5.0, scaling=jnp.ones(4)),
+  ):
     for a, e in zip(jax.tree.leaves(y), jax.tree.leaves(plain)):
       np.testing.assert_array_equal(a, e)

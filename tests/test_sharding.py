@@ -41,11 +41,18 @@ SHARD_TOLERANCE = 16 * float(np.finfo(np.float32).eps)
 def report():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, str(WORKER)], capture_output=True,
-                        text=True, timeout=TIMEOUT_S, env=env, check=False)
+  proc = subprocess.run(
+      [sys.executable, str(WORKER)],
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT_S,
+      env=env,
+      check=False,
+  )
   assert proc.returncode == 0, (
       f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-      f"{proc.stderr[-3000:]}")
+      f"{proc.stderr[-3000:]}"
+  )
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -73,7 +80,7 @@ def test_sharded_steps_match_single_device(report):
 def test_pruning_happens_in_compared_steps(report):
   for r in report["results"]:
     first, last = r["active_counts"][0], r["active_counts"][-1]
-    assert sum(last) < sum(first), r      # some units were zeroed ...
+    assert sum(last) < sum(first), r  # some units were zeroed ...
     assert sum(r["active_counts"][-2]) > 0, r  # ... starting from live ones
 
 
@@ -89,6 +96,7 @@ def test_sharded_checkpoint_round_trip(report):
 
 def _free_port():
   import socket  # noqa: PLC0415
+
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
@@ -103,18 +111,40 @@ def test_two_processes_match_one_process():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   port = _free_port()
-  procs = [subprocess.Popen(
-      common + ["--devices", "4", "--coordinator", f"127.0.0.1:{port}",
-                "--num-processes", "2", "--process-id", str(i)],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-           for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          common
+          + [
+              "--devices",
+              "4",
+              "--coordinator",
+              f"127.0.0.1:{port}",
+              "--num-processes",
+              "2",
+              "--process-id",
+              str(i),
+          ],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+          env=env,
+      )
+      for i in range(2)
+  ]
   outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  single = subprocess.run(common, capture_output=True, text=True, env=env,
-                          timeout=TIMEOUT_S, check=True).stdout
+  single = subprocess.run(
+      common,
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=TIMEOUT_S,
+      check=True,
+  ).stdout
 
   def final_line(text):
     return [l for l in text.splitlines() if "after 5 steps" in l][-1].strip()
+
   assert "2 process(es), 8 devices" in outs[0][0]
   assert final_line(outs[0][0]) == final_line(single)

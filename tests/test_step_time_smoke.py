@@ -23,10 +23,26 @@ def quick_run(tmp_path_factory):
   env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
   env.pop("XLA_FLAGS", None)
   proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.step_time", "--quick",
-       "--no-progress", "--out", str(out), "--variants", "sgd_wd", "pathprox",
-       "pathprox_nobalance"], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=900, check=False)
+      [
+          sys.executable,
+          "-m",
+          "benchmarks.step_time",
+          "--quick",
+          "--no-progress",
+          "--out",
+          str(out),
+          "--variants",
+          "sgd_wd",
+          "pathprox",
+          "pathprox_nobalance",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   with open(os.path.join(out, "step_time_quick.json")) as f:
     return out, json.load(f)
@@ -34,16 +50,25 @@ def quick_run(tmp_path_factory):
 
 def test_writes_json_and_figures(quick_run):
   out, data = quick_run
-  assert set(data) >= {"config", "environment", "models", "sweep",
-                       "dispatch_us", "table", "runtime_s"}
+  assert set(data) >= {
+      "config",
+      "environment",
+      "models",
+      "sweep",
+      "dispatch_us",
+      "table",
+      "runtime_s",
+  }
   assert os.path.getsize(os.path.join(out, "step_time_ratios_quick.png")) > 0
-  assert os.path.getsize(os.path.join(out, "step_time_width_sweep_quick.png")) > 0
+  assert (
+      os.path.getsize(os.path.join(out, "step_time_width_sweep_quick.png")) > 0
+  )
   m = data["models"]["mlp3f"]
   for kind in ("step", "update"):
     assert set(m[kind]) == {"sgd_wd", "pathprox", "pathprox_nobalance"}
     for d in m[kind].values():
       q = d["ms"]
-      assert q["n"] == 2 * 3            # rounds * block in --quick
+      assert q["n"] == 2 * 3  # rounds * block in --quick
       assert 0 < q["min"] <= q["median"] <= q["max"]
       assert math.isfinite(d["ratio"]["median"]) and d["ratio"]["median"] > 0
       assert d["baseline"] == "sgd_wd"

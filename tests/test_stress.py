@@ -41,10 +41,17 @@ def init_params(key, width, groups, dtype=jnp.float32):
     key, k1, k2 = jax.random.split(key, 3)
     bound = 1.0 / np.sqrt(a)
     params[f"l{i}"] = {
-        "kernel": jax.random.uniform(k1, (a, b), jnp.float32, -bound,
-                                     bound).astype(dtype),
-        "bias": jax.random.uniform(k2, (b,), jnp.float32, -bound,
-                                   bound).astype(dtype)}
+        "kernel": (
+            jax.random.uniform(k1, (a, b), jnp.float32, -bound, bound).astype(
+                dtype
+            )
+        ),
+        "bias": (
+            jax.random.uniform(k2, (b,), jnp.float32, -bound, bound).astype(
+                dtype
+            )
+        ),
+    }
   return params
 
 
@@ -63,8 +70,9 @@ def apply(params, x):
 
 
 def loss_fn(params, x, y):
-  return optax.softmax_cross_entropy_with_integer_labels(apply(params, x),
-                                                         y).mean()
+  return optax.softmax_cross_entropy_with_integer_labels(
+      apply(params, x), y
+  ).mean()
 
 
 def teacher_data():
@@ -77,18 +85,24 @@ def teacher_data():
 class Stats(NamedTuple):
   finite: jax.Array
   max_abs: jax.Array
-  min_path: jax.Array   # smallest group path norm seen
-  max_path: jax.Array   # largest group path norm seen
+  min_path: jax.Array  # smallest group path norm seen
+  max_path: jax.Array  # largest group path norm seen
 
 
 def _max_abs(tree):
-  return jnp.max(jnp.stack([jnp.max(jnp.abs(x.astype(jnp.float32)))
-                            for x in jax.tree.leaves(tree)]))
+  return jnp.max(
+      jnp.stack([
+          jnp.max(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)
+      ])
+  )
 
 
 def _finite(tree):
-  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  checks = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
@@ -101,21 +115,26 @@ def train(params, spec, tx, steps):
   def chunk(carry, start, n):
     def body(i, c):
       p, s, st = c
-      idx = jax.random.randint(jax.random.fold_in(key, start + i), (BATCH,),
-                               0, N_DATA)
+      idx = jax.random.randint(
+          jax.random.fold_in(key, start + i), (BATCH,), 0, N_DATA
+      )
       g = jax.grad(loss_fn)(p, x_all[idx], y_all[idx])
       u, s = tx.update(g, s, p)
       p = optax.apply_updates(p, u)
       pn = ppx.path_norms(p, spec)
-      st = Stats(st.finite & _finite(p) & _finite(s),
-                 jnp.maximum(st.max_abs, _max_abs(p)),
-                 jnp.minimum(st.min_path, jnp.min(pn)),
-                 jnp.maximum(st.max_path, jnp.max(pn)))
+      st = Stats(
+          st.finite & _finite(p) & _finite(s),
+          jnp.maximum(st.max_abs, _max_abs(p)),
+          jnp.minimum(st.min_path, jnp.min(pn)),
+          jnp.maximum(st.max_path, jnp.max(pn)),
+      )
       return p, s, st
+
     return jax.lax.fori_loop(0, n, body, carry)
 
-  stats = Stats(jnp.array(True), jnp.array(0.0), jnp.array(jnp.inf),
-                jnp.array(0.0))
+  stats = Stats(
+      jnp.array(True), jnp.array(0.0), jnp.array(jnp.inf), jnp.array(0.0)
+  )
   carry = (params, tx.init(params), stats)
   t0 = time.perf_counter()
   compiled = chunk.lower(carry, 0, 1).compile()
@@ -130,23 +149,28 @@ def train(params, spec, tx, steps):
   return carry[0], carry[1], carry[2], time.perf_counter() - t0, compile_s
 
 
-def record(name, params, spec, stats, elapsed, compile_s, steps, dtype,
-           width):
+def record(name, params, spec, stats, elapsed, compile_s, steps, dtype, width):
   active = ppx.active_units(params, spec)
-  unit_pn = np.concatenate([np.asarray(u) for u in
-                            ppx.unit_path_norms(params, spec)])
+  unit_pn = np.concatenate(
+      [np.asarray(u) for u in ppx.unit_path_norms(params, spec)]
+  )
   live = unit_pn[unit_pn > 0]
   x, y = teacher_data()
   acc = float(jnp.mean(jnp.argmax(apply(params, x), -1) == y))
   REPORT[name] = {
-      "steps": steps, "dtype": jnp.dtype(dtype).name, "width": width,
-      "seconds": round(elapsed, 2), "compile_seconds": round(compile_s, 2),
+      "steps": steps,
+      "dtype": jnp.dtype(dtype).name,
+      "width": width,
+      "seconds": round(elapsed, 2),
+      "compile_seconds": round(compile_s, 2),
       "steps_per_s": round(steps / elapsed),
       "finite": bool(stats.finite),
       "max_abs_param": float(stats.max_abs),
       "min_group_path_norm": float(stats.min_path),
       "max_group_path_norm": float(stats.max_path),
-      "final_group_path_norms": [float(v) for v in ppx.path_norms(params, spec)],
+      "final_group_path_norms": [
+          float(v) for v in ppx.path_norms(params, spec)
+      ],
       "min_live_unit_path_norm": float(live.min()) if live.size else 0.0,
       "active_fraction": float(active.fraction),
       "train_accuracy": acc,
@@ -210,8 +234,9 @@ def test_stress(name):
   spec = ppx.UnitSpec.from_pairs(params, pairs(sc.groups))
   tx = ppx.pathprox(sc.lr, sc.wd, spec)
   final, state, stats, elapsed, compile_s = train(params, spec, tx, sc.steps)
-  rep = record(name, final, spec, stats, elapsed, compile_s, sc.steps,
-               sc.dtype, sc.width)
+  rep = record(
+      name, final, spec, stats, elapsed, compile_s, sc.steps, sc.dtype, sc.width
+  )
 
   assert rep["finite"], rep
   assert bool(_finite(final)) and bool(_finite(state))
@@ -238,4 +263,4 @@ def test_stress(name):
     for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(two)):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   if name in ("baseline", "float16", "bfloat16", "wide_16k_units"):
-    assert rep["train_accuracy"] > 0.5, rep   # it did learn something
+    assert rep["train_accuracy"] > 0.5, rep  # it did learn something

@@ -21,15 +21,18 @@ GROUPS = [("a", "b"), ("c", "d")]
 def two_group_params(seed=0):
   rng = np.random.default_rng(seed)
   f = lambda *s: jnp.asarray(rng.normal(size=s) * 0.5, jnp.float32)
-  return {"a": {"kernel": f(3, 4), "bias": f(4)},
-          "b": {"kernel": f(4, 5) * 3.0, "bias": f(5)},
-          "c": {"kernel": f(5, 3), "bias": f(3)},
-          "d": {"kernel": f(3, 2), "bias": f(2)},
-          "head": {"kernel": f(2, 2), "bias": f(2)}}
+  return {
+      "a": {"kernel": f(3, 4), "bias": f(4)},
+      "b": {"kernel": f(4, 5) * 3.0, "bias": f(5)},
+      "c": {"kernel": f(5, 3), "bias": f(3)},
+      "d": {"kernel": f(3, 2), "bias": f(2)},
+      "head": {"kernel": f(2, 2), "bias": f(2)},
+  }
 
 
-def np_adaptive_pathprox(params, grads_seq, lr, lam, eps, balance,
-                         b1=0.9, b2=0.999):
+def np_adaptive_pathprox(
+    params, grads_seq, lr, lam, eps, balance, b1=0.9, b2=0.999
+):
   p = reference.flat(params)
   adam = reference.Adam(p, b1, b2)
   for g in map(reference.flat, grads_seq):
@@ -37,13 +40,21 @@ def np_adaptive_pathprox(params, grads_seq, lr, lam, eps, balance,
     m_hat, v_hat = adam.step(g)
     z = {k: p[k] - lr * m_hat[k] / (np.sqrt(v_hat[k]) + eps) for k in p}
     if balance:
-      pn = [np.sum(np.linalg.norm(z[f"{a}/kernel"], axis=0)
-                   * np.linalg.norm(z[f"{b}/kernel"], axis=1))
-            for a, b in GROUPS]
+      pn = [
+          np.sum(
+              np.linalg.norm(z[f"{a}/kernel"], axis=0)
+              * np.linalg.norm(z[f"{b}/kernel"], axis=1)
+          )
+          for a, b in GROUPS
+      ]
       c0 = np.sqrt(pn[0] * pn[1]) / pn[0]  # geometric mean / P_0
-      factors = {"b/kernel": c0, "b/bias": c0, "c/bias": c0,
-                 "d/kernel": 1.0 / c0}
-      for k, f in factors.items():   # moments transformed with the params
+      factors = {
+          "b/kernel": c0,
+          "b/bias": c0,
+          "c/bias": c0,
+          "d/kernel": 1.0 / c0,
+      }
+      for k, f in factors.items():  # moments transformed with the params
         z[k] = z[k] * f
         adam.mu[k] /= f
         adam.nu[k] /= f * f
@@ -54,8 +65,9 @@ def np_adaptive_pathprox(params, grads_seq, lr, lam, eps, balance,
       z[f"{a}/kernel"], z[f"{a}/bias"] = w / n, z[f"{a}/bias"] / n
       s = lr / (np.sqrt(v_hat[f"{b}/kernel"]) + eps)
       v = z[f"{b}/kernel"]
-      z[f"{b}/kernel"] = np.stack([reference.group_prox_root(v[i], lam, s[i])
-                                   for i in range(v.shape[0])])
+      z[f"{b}/kernel"] = np.stack([
+          reference.group_prox_root(v[i], lam, s[i]) for i in range(v.shape[0])
+      ])
     p = z
   return p, adam
 
@@ -88,9 +100,20 @@ def test_b1_b2_bias_correction_and_schedule():
   spec = ppx.UnitSpec.from_pairs(params, GROUPS)
   grads = grads_like(params, 2, seed=8)
   sched = lambda t: 0.05 / (t + 1)
-  out, _ = run(ppx.adaptive_pathprox(sched, 0.5, spec, b1=0.5, b2=0.9,
-                                     eps=1e-3, bias_correction=False,
-                                     balance=False), params, grads)
+  out, _ = run(
+      ppx.adaptive_pathprox(
+          sched,
+          0.5,
+          spec,
+          b1=0.5,
+          b2=0.9,
+          eps=1e-3,
+          bias_correction=False,
+          balance=False,
+      ),
+      params,
+      grads,
+  )
   p = reference.flat(params)
   adam = reference.Adam(p, 0.5, 0.9, bias_correction=False)
   for t, g in enumerate(map(reference.flat, grads)):
@@ -100,11 +123,15 @@ def test_b1_b2_bias_correction_and_schedule():
     z = {k: p[k] - lr * m[k] / (np.sqrt(v[k]) + 1e-3) for k in p}
     for a, b in GROUPS:
       n = np.linalg.norm(z[f"{a}/kernel"], axis=0)
-      z[f"{a}/kernel"], z[f"{a}/bias"] = z[f"{a}/kernel"] / n, z[f"{a}/bias"] / n
+      z[f"{a}/kernel"], z[f"{a}/bias"] = (
+          z[f"{a}/kernel"] / n,
+          z[f"{a}/bias"] / n,
+      )
       s = lr / (np.sqrt(v[f"{b}/kernel"]) + 1e-3)
-      z[f"{b}/kernel"] = np.stack([reference.group_prox_root(z[f"{b}/kernel"][i],
-                                                             0.5, s[i])
-                                   for i in range(z[f"{b}/kernel"].shape[0])])
+      z[f"{b}/kernel"] = np.stack([
+          reference.group_prox_root(z[f"{b}/kernel"][i], 0.5, s[i])
+          for i in range(z[f"{b}/kernel"].shape[0])
+      ])
     p = z
   got = reference.flat(jax.tree.map(np.asarray, out))
   for k in p:
@@ -128,29 +155,36 @@ def test_balancing_preserves_function_of_z():
   # lam = 0: the prox on v is the identity; the sphere projection divides
   # each unit by the same ||w_i|| with or without balancing (balancing never
   # touches input kernels), so both runs compute the same function.
-  outs = [run(ppx.adaptive_pathprox(0.05, 0.0, spec, balance=bal), params,
-              grads)[0] for bal in (False, True)]
-  np.testing.assert_allclose(np.asarray(net(outs[0])),
-                             np.asarray(net(outs[1])), rtol=1e-4, atol=1e-5)
-  assert not np.allclose(np.asarray(outs[0]["b"]["kernel"]),
-                         np.asarray(outs[1]["b"]["kernel"]))
+  outs = [
+      run(ppx.adaptive_pathprox(0.05, 0.0, spec, balance=bal), params, grads)[0]
+      for bal in (False, True)
+  ]
+  np.testing.assert_allclose(
+      np.asarray(net(outs[0])), np.asarray(net(outs[1])), rtol=1e-4, atol=1e-5
+  )
+  assert not np.allclose(
+      np.asarray(outs[0]["b"]["kernel"]), np.asarray(outs[1]["b"]["kernel"])
+  )
 
 
 def test_zero_grads_and_zero_learning_rate():
   params = two_group_params(3)
   spec = ppx.UnitSpec.from_pairs(params, GROUPS)
   zero = [jax.tree.map(jnp.zeros_like, params)] * 2
-  out, state = run(ppx.adaptive_pathprox(1e-3, 1e-4, spec, eps=1e-8), params,
-                   zero)
+  out, state = run(
+      ppx.adaptive_pathprox(1e-3, 1e-4, spec, eps=1e-8), params, zero
+  )
   assert finite((out, state))
   # v_hat = 0: the metric threshold lr lam / eps is huge, every unit is pruned
   assert np.all(np.asarray(out["b"]["kernel"]) == 0)
   # a zero learning rate (warm-up start) leaves v exactly alone
-  out, _ = run(ppx.adaptive_pathprox(0.0, 1e-4, spec, balance=False), params,
-               zero)
+  out, _ = run(
+      ppx.adaptive_pathprox(0.0, 1e-4, spec, balance=False), params, zero
+  )
   for k in ("b", "d"):
-    np.testing.assert_array_equal(np.asarray(out[k]["kernel"]),
-                                  np.asarray(params[k]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(out[k]["kernel"]), np.asarray(params[k]["kernel"])
+    )
 
 
 @pytest.mark.parametrize("lam", [3.0, 1e-9])
@@ -166,16 +200,19 @@ def test_default_eps_is_a_tenth_of_the_weight_decay(lam):
   got = reference.flat(jax.tree.map(np.asarray, out))
   for k in p:
     np.testing.assert_allclose(got[k], p[k], rtol=1e-4, atol=1e-5, err_msg=k)
-  explicit, _ = run(ppx.adaptive_pathprox(lr, lam, spec, eps=eps), params,
-                    grads)
+  explicit, _ = run(
+      ppx.adaptive_pathprox(lr, lam, spec, eps=eps), params, grads
+  )
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(explicit)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   if lam > 1e-7:
-    adam_eps, _ = run(ppx.adaptive_pathprox(lr, lam, spec, eps=1e-8), params,
-                      grads)
-    assert not all(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4)
-                   for a, b in zip(jax.tree.leaves(out),
-                                   jax.tree.leaves(adam_eps)))
+    adam_eps, _ = run(
+        ppx.adaptive_pathprox(lr, lam, spec, eps=1e-8), params, grads
+    )
+    assert not all(
+        np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4)
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(adam_eps))
+    )
 
 
 @pytest.mark.parametrize("zero_step", [0, 2])
@@ -186,19 +223,25 @@ def test_float16_params_with_default_eps_stay_finite(zero_step, balance):
   kept, moments in float32 (float16 would underflow)."""
   params = jax.tree.map(lambda a: a.astype(jnp.float16), two_group_params(7))
   spec = ppx.UnitSpec.from_pairs(params, GROUPS)
-  grads = [jax.tree.map(lambda a: a.astype(jnp.float16), g)
-           for g in grads_like(params, 4, seed=12)]
+  grads = [
+      jax.tree.map(lambda a: a.astype(jnp.float16), g)
+      for g in grads_like(params, 4, seed=12)
+  ]
   grads[zero_step] = jax.tree.map(jnp.zeros_like, grads[zero_step])
-  out, state = run(ppx.adaptive_pathprox(1e-2, 1e-3, spec, balance=balance),
-                   params, grads)
+  out, state = run(
+      ppx.adaptive_pathprox(1e-2, 1e-3, spec, balance=balance), params, grads
+  )
   assert finite((out, state))
   assert all(a.dtype == jnp.float16 for a in jax.tree.leaves(out))
-  assert all(m.dtype == jnp.float32
-             for m in jax.tree.leaves((state.mu, state.nu)))
+  assert all(
+      m.dtype == jnp.float32 for m in jax.tree.leaves((state.mu, state.nu))
+  )
   assert int(state.count) == 4
   # the run is not trivial: the params moved, w stayed on the sphere
-  assert any(bool(jnp.any(a != b)) for a, b in
-             zip(jax.tree.leaves(out), jax.tree.leaves(params)))
+  assert any(
+      bool(jnp.any(a != b))
+      for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(params))
+  )
   for a, _ in GROUPS:
     n = np.linalg.norm(np.asarray(out[a]["kernel"], np.float64), axis=0)
     np.testing.assert_allclose(n, 1.0, rtol=2e-3)

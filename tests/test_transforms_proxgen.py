@@ -31,16 +31,19 @@ RTOL, ATOL = 2e-5, 1e-6
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])
-@pytest.mark.parametrize("prox,np_prox", [(ppx.prox.prox_l1, reference.soft),
-                                          (ppx.prox.prox_l0, reference.hard)],
-                         ids=["l1", "l0"])
+@pytest.mark.parametrize(
+    "prox,np_prox",
+    [(ppx.prox.prox_l1, reference.soft), (ppx.prox.prox_l0, reference.hard)],
+    ids=["l1", "l0"],
+)
 def test_proxgen_adam_matches_numpy(bias_correction, prox, np_prox):
   params = make_params()
   grads = grads_like(params, 4)
   sched = optax.linear_schedule(0.05, 0.01, 3)
   reg, b1, b2, eps = 0.3, 0.8, 0.95, 1e-6
-  tx = ppx.proxgen_adam(sched, reg, prox, b1=b1, b2=b2, eps=eps,
-                        bias_correction=bias_correction)
+  tx = ppx.proxgen_adam(
+      sched, reg, prox, b1=b1, b2=b2, eps=eps, bias_correction=bias_correction
+  )
   out, state = run(tx, params, grads)
 
   p = flat(params)
@@ -57,8 +60,9 @@ def test_proxgen_adam_matches_numpy(bias_correction, prox, np_prox):
     np.testing.assert_allclose(got[k], p[k], rtol=RTOL, atol=ATOL, err_msg=k)
   assert int(state.count) == len(grads)
   assert np.any(got["fc1/kernel"] == 0)  # the thresholds bite
-  np.testing.assert_allclose(flat(state.mu)["fc2/bias"], adam.mu["fc2/bias"],
-                             rtol=RTOL)
+  np.testing.assert_allclose(
+      flat(state.mu)["fc2/bias"], adam.mu["fc2/bias"], rtol=RTOL
+  )
 
 
 def test_array_scaling_prox_is_coordinatewise():
@@ -66,9 +70,16 @@ def test_array_scaling_prox_is_coordinatewise():
   params = make_params(2)
   grads = grads_like(params, 2, seed=3)
   lr, reg = 0.05, 0.05
-  out, _ = run(ppx.proxgen_adam(lr, reg, ppx.prox.prox_l_half,
-                                mask=lambda p: jax.tree.map(lambda _: True, p)),
-               params, grads)
+  out, _ = run(
+      ppx.proxgen_adam(
+          lr,
+          reg,
+          ppx.prox.prox_l_half,
+          mask=lambda p: jax.tree.map(lambda _: True, p),
+      ),
+      params,
+      grads,
+  )
   p = flat(params)
   adam = reference.Adam(p)
   half = jax.jit(jax.vmap(ppx.prox.prox_l_half, in_axes=(0, None, 0)))
@@ -79,9 +90,10 @@ def test_array_scaling_prox_is_coordinatewise():
       z = (p[k] - lr * m_hat[k] / d).ravel()
       s = (lr / d).ravel()
       # one scalar prox per coordinate, each with its own scalar scaling
-      p[k] = np.asarray(half(jnp.asarray(z, jnp.float32), reg,
-                             jnp.asarray(s, jnp.float32)),
-                        np.float64).reshape(p[k].shape)
+      p[k] = np.asarray(
+          half(jnp.asarray(z, jnp.float32), reg, jnp.asarray(s, jnp.float32)),
+          np.float64,
+      ).reshape(p[k].shape)
   got = flat(out)
   for k in p:
     np.testing.assert_allclose(got[k], p[k], rtol=1e-4, atol=1e-6, err_msg=k)
@@ -92,23 +104,35 @@ def test_masked_leaves_get_plain_adam():
   params = make_params()
   grads = grads_like(params, 3)
   only_fc2 = {"fc1": False, "fc2": {"kernel": True, "bias": False}}
-  out, _ = run(ppx.proxgen_adam(0.01, 1e6, ppx.prox.prox_l1, mask=only_fc2),
-               params, grads)
+  out, _ = run(
+      ppx.proxgen_adam(0.01, 1e6, ppx.prox.prox_l1, mask=only_fc2),
+      params,
+      grads,
+  )
   ref, _ = run(optax.adam(0.01), params, grads)
   assert np.all(np.asarray(out["fc2"]["kernel"]) == 0)  # huge reg: all zero
   for path in (("fc1", "kernel"), ("fc1", "bias"), ("fc2", "bias")):
     a, b = out[path[0]][path[1]], ref[path[0]][path[1]]
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
+    )
   # default mask: kernels only (ppx.units.kernel_mask)
   out, _ = run(ppx.proxgen_adam(0.01, 1e6, ppx.prox.prox_l1), params, grads)
   assert np.all(np.asarray(out["fc1"]["kernel"]) == 0)
   assert np.all(np.asarray(out["fc1"]["bias"]) != 0)
   # a callable mask
-  out, _ = run(ppx.proxgen_adam(0.01, 1e6, ppx.prox.prox_l1,
-                                mask=ppx.UnitSpec.from_pairs(
-                                    params, [("fc1", "fc2")]).mask("input_kernel")),
-               params, grads)
+  out, _ = run(
+      ppx.proxgen_adam(
+          0.01,
+          1e6,
+          ppx.prox.prox_l1,
+          mask=ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")]).mask(
+              "input_kernel"
+          ),
+      ),
+      params,
+      grads,
+  )
   assert np.all(np.asarray(out["fc1"]["kernel"]) == 0)
   assert np.all(np.asarray(out["fc2"]["kernel"]) != 0)
 
@@ -120,19 +144,27 @@ def test_unit_scaling_reduces_to_plain_prox():
     out, _ = run(ppx.proxgen_sgd(1.0, 0.05, prox), params, zero)
     np.testing.assert_array_equal(
         np.asarray(out["fc1"]["kernel"]),
-        np.asarray(prox(params["fc1"]["kernel"], 0.05, 1.0)))
-    np.testing.assert_array_equal(np.asarray(out["fc1"]["bias"]),
-                                  np.asarray(params["fc1"]["bias"]))
+        np.asarray(prox(params["fc1"]["kernel"], 0.05, 1.0)),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(out["fc1"]["bias"]), np.asarray(params["fc1"]["bias"])
+    )
 
 
-@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False),
-                                               (0.9, True)])
+@pytest.mark.parametrize(
+    "momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)]
+)
 def test_proxgen_sgd_matches_numpy(momentum, nesterov):
   params = make_params()
   grads = grads_like(params, 3)
   lr, reg = 0.1, 0.5
-  out, state = run(ppx.proxgen_sgd(lr, reg, ppx.prox.prox_l1, momentum=momentum,
-                                   nesterov=nesterov), params, grads)
+  out, state = run(
+      ppx.proxgen_sgd(
+          lr, reg, ppx.prox.prox_l1, momentum=momentum, nesterov=nesterov
+      ),
+      params,
+      grads,
+  )
   assert isinstance(state, ppx.ProxGenSGDState) and int(state.count) == 3
   assert (state.trace is None) == (momentum == 0)
   p = flat(params)
@@ -151,21 +183,25 @@ def test_proxgen_sgd_matches_numpy(momentum, nesterov):
 def test_inject_hyperparams_and_schedules():
   params = make_params()
   grads = grads_like(params, 3)
-  factory = optax.inject_hyperparams(ppx.proxgen_adam,
-                                     static_args=("prox", "mask"))
+  factory = optax.inject_hyperparams(
+      ppx.proxgen_adam, static_args=("prox", "mask")
+  )
   tx = factory(learning_rate=0.02, weight_decay=0.1, prox=ppx.prox.prox_l1)
   out_inj, state = run(tx, params, grads)
   out_ref, _ = run(ppx.proxgen_adam(0.02, 0.1, ppx.prox.prox_l1), params, grads)
   for a, b in zip(jax.tree.leaves(out_inj), jax.tree.leaves(out_ref)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
+    )
   assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.02)
   # changing the injected learning rate to 0 freezes the params exactly
   state.hyperparams["learning_rate"] = jnp.zeros([])
   upd, _ = jax.jit(tx.update)(grads[0], state, out_inj)
   assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(upd))
   # a schedule for the weight decay: 0 at step 0 leaves the kernels dense
-  tx = ppx.proxgen_adam(0.02, optax.linear_schedule(0.0, 1e6, 1), ppx.prox.prox_l1)
+  tx = ppx.proxgen_adam(
+      0.02, optax.linear_schedule(0.0, 1e6, 1), ppx.prox.prox_l1
+  )
   out, _ = run(tx, params, grads[:1])
   assert np.all(np.asarray(out["fc1"]["kernel"]) != 0)
   out, _ = run(tx, params, grads[:2])
@@ -177,14 +213,17 @@ def test_zero_grads_at_step_zero_are_finite():
   params = make_params()
   zero = [jax.tree.map(jnp.zeros_like, params)] * 2
   spec = ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")])
-  for tx in (ppx.proxgen_adam(1e-3, 1e-4, ppx.prox.prox_l1),
-             ppx.proxgen_adam(1e-3, 1e-4, ppx.prox.prox_l_half),
-             ppx.proxgen_adam(1e-3, 1e-4, ppx.prox.unit_group_lasso(spec))):
+  for tx in (
+      ppx.proxgen_adam(1e-3, 1e-4, ppx.prox.prox_l1),
+      ppx.proxgen_adam(1e-3, 1e-4, ppx.prox.prox_l_half),
+      ppx.proxgen_adam(1e-3, 1e-4, ppx.prox.unit_group_lasso(spec)),
+  ):
     out, state = run(tx, params, zero)
     assert finite((out, state))
   # and a zero learning rate (warm-up start) is the identity
-  out, _ = run(ppx.proxgen_adam(0.0, 1e-4, ppx.prox.unit_group_lasso(spec)),
-               params, zero)
+  out, _ = run(
+      ppx.proxgen_adam(0.0, 1e-4, ppx.prox.unit_group_lasso(spec)), params, zero
+  )
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -199,17 +238,29 @@ def test_unit_group_lasso_matches_numpy():
   grads = grads_like(params, 2, seed=5)
   spec = ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")])
   lr, reg = 0.05, 4.0
-  out, _ = run(ppx.proxgen_adam(lr, reg, ppx.prox.unit_group_lasso(spec)),
-               params, grads)
+  out, _ = run(
+      ppx.proxgen_adam(lr, reg, ppx.prox.unit_group_lasso(spec)), params, grads
+  )
   # the same as an explicit partial + mask: another program with the same
   # float32 operations, equal up to a few ulps per step (2 steps, 4 ulps each)
-  out2, _ = run(ppx.proxgen_adam(lr, reg, functools.partial(
-      ppx.prox.prox_group_lasso, axis=-2), mask=spec.mask("output_kernel")),
-                params, grads)
+  out2, _ = run(
+      ppx.proxgen_adam(
+          lr,
+          reg,
+          functools.partial(ppx.prox.prox_group_lasso, axis=-2),
+          mask=spec.mask("output_kernel"),
+      ),
+      params,
+      grads,
+  )
   tol = 4 * len(grads) * float(np.finfo(np.float32).eps)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(out2)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol,
-                               atol=tol * float(np.max(np.abs(b))))
+    np.testing.assert_allclose(
+        np.asarray(a),
+        np.asarray(b),
+        rtol=tol,
+        atol=tol * float(np.max(np.abs(b))),
+    )
     np.testing.assert_array_equal(np.asarray(a) == 0, np.asarray(b) == 0)
   p = flat(params)
   adam = reference.Adam(p)
@@ -219,8 +270,10 @@ def test_unit_group_lasso_matches_numpy():
       d = np.sqrt(v_hat[k]) + 1e-8
       z = p[k] - lr * m_hat[k] / d
       if k == "fc2/kernel":  # rows are units
-        z = np.stack([reference.group_prox_root(z[i], reg, lr / d[i])
-                      for i in range(z.shape[0])])
+        z = np.stack([
+            reference.group_prox_root(z[i], reg, lr / d[i])
+            for i in range(z.shape[0])
+        ])
       p[k] = z
   got = flat(out)
   for k in p:
@@ -234,13 +287,24 @@ def two_heads(seed=6):
   head_b (stored (out, in), units on axis 1)."""
   rng = np.random.default_rng(seed)
   f32 = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
-  params = {"fc1": {"kernel": f32(3, 6), "bias": f32(6)},
-            "head_a": {"kernel": f32(6, 2), "bias": f32(2)},
-            "head_b": {"kernel": f32(4, 6)}}
-  spec = ppx.UnitSpec.from_groups(params, [ppx.UnitGroup(
-      inputs=[("fc1/kernel", 1)], biases=["fc1/bias"],
-      outputs=[ppx.Slice("head_a/kernel", 0, bias="head_a/bias"),
-               ("head_b/kernel", 1)])])
+  params = {
+      "fc1": {"kernel": f32(3, 6), "bias": f32(6)},
+      "head_a": {"kernel": f32(6, 2), "bias": f32(2)},
+      "head_b": {"kernel": f32(4, 6)},
+  }
+  spec = ppx.UnitSpec.from_groups(
+      params,
+      [
+          ppx.UnitGroup(
+              inputs=[("fc1/kernel", 1)],
+              biases=["fc1/bias"],
+              outputs=[
+                  ppx.Slice("head_a/kernel", 0, bias="head_a/bias"),
+                  ("head_b/kernel", 1),
+              ],
+          )
+      ],
+  )
   return params, spec
 
 
@@ -248,7 +312,9 @@ def test_unit_group_prox_on_two_output_slices_scalar_scaling():
   params, spec = two_heads()
   prox = ppx.prox.unit_group_lasso(spec)
   assert isinstance(prox, ppx.prox.UnitGroupLasso) and prox.units is spec
-  va, vb = np.asarray(params["head_a"]["kernel"]), np.asarray(params["head_b"]["kernel"])
+  va, vb = np.asarray(params["head_a"]["kernel"]), np.asarray(
+      params["head_b"]["kernel"]
+  )
   norms = reference.unit_norms([va, vb], [0, 1])
   tau = float(np.median(norms))
   out = jax.jit(lambda z: prox(z, tau / 2, 2.0))(params)
@@ -258,8 +324,12 @@ def test_unit_group_prox_on_two_output_slices_scalar_scaling():
   dead = norms <= tau
   assert 0 < dead.sum() < 6
   # a unit is removed from both heads at once; everything else is untouched
-  np.testing.assert_array_equal(np.all(np.asarray(out["head_a"]["kernel"]) == 0, 1), dead)
-  np.testing.assert_array_equal(np.all(np.asarray(out["head_b"]["kernel"]) == 0, 0), dead)
+  np.testing.assert_array_equal(
+      np.all(np.asarray(out["head_a"]["kernel"]) == 0, 1), dead
+  )
+  np.testing.assert_array_equal(
+      np.all(np.asarray(out["head_b"]["kernel"]) == 0, 0), dead
+  )
   for k in ("fc1/kernel", "fc1/bias", "head_a/bias"):
     np.testing.assert_array_equal(flat(out)[k], flat(params)[k])
   # the group norm spans both heads: each head alone is below the threshold
@@ -272,8 +342,9 @@ def test_unit_group_prox_on_two_output_slices_adam_metric():
   params, spec = two_heads(7)
   grads = grads_like(params, 2, seed=8)
   lr, reg = 0.05, 20.0
-  out, _ = run(ppx.proxgen_adam(lr, reg, ppx.prox.unit_group_lasso(spec)),
-               params, grads)
+  out, _ = run(
+      ppx.proxgen_adam(lr, reg, ppx.prox.unit_group_lasso(spec)), params, grads
+  )
   p = flat(params)
   adam = reference.Adam(p)
   for g in grads:
@@ -281,8 +352,11 @@ def test_unit_group_prox_on_two_output_slices_adam_metric():
     z = {k: p[k] - lr * m_hat[k] / (np.sqrt(v_hat[k]) + 1e-8) for k in p}
     s = {k: lr / (np.sqrt(v_hat[k]) + 1e-8) for k in p}
     z["head_a/kernel"], z["head_b/kernel"] = reference.group_prox_slices(
-        [z["head_a/kernel"], z["head_b/kernel"]], [0, 1], reg,
-        [s["head_a/kernel"], s["head_b/kernel"]])
+        [z["head_a/kernel"], z["head_b/kernel"]],
+        [0, 1],
+        reg,
+        [s["head_a/kernel"], s["head_b/kernel"]],
+    )
     p = z
   got = flat(out)
   for k in p:  # float32 z through a prox that is steep near the threshold
@@ -296,13 +370,15 @@ def test_group_prox_with_proxgen_sgd_is_stochastic_proximal_gradient():
   params, spec = two_heads(9)
   grads = grads_like(params, 2, seed=10)
   lr, reg = 0.1, 10.0
-  out, _ = run(ppx.proxgen_sgd(lr, reg, ppx.prox.unit_group_lasso(spec)),
-               params, grads)
+  out, _ = run(
+      ppx.proxgen_sgd(lr, reg, ppx.prox.unit_group_lasso(spec)), params, grads
+  )
   p = flat(params)
   for g in map(flat, grads):
     z = {k: p[k] - lr * g[k] for k in p}
     z["head_a/kernel"], z["head_b/kernel"] = reference.group_soft_threshold(
-        [z["head_a/kernel"], z["head_b/kernel"]], [0, 1], lr * reg)
+        [z["head_a/kernel"], z["head_b/kernel"]], [0, 1], lr * reg
+    )
     p = z
   got = flat(out)
   for k in p:
@@ -322,6 +398,7 @@ def test_nnx_optimizer_and_unit_group_prox():
   def step(model, opt):
     def loss_fn(m):
       return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
     _, grads = nnx.value_and_grad(loss_fn)(model)
     opt.update(model, grads)
 
@@ -343,24 +420,28 @@ class ColumnGroupLasso:
   """A user's structured prox, written against the protocol only:
   ``weight_decay * sum_j ||K[:, j]||`` on the columns of one kernel (each
   output neuron's incoming weights), in the metric ``1 / scaling``."""
+
   layer: str = "fc1"
 
   def __call__(self, tree, weight_decay, scaling):
     x = tree[self.layer]["kernel"]
-    s = (scaling[self.layer]["kernel"] if isinstance(scaling, dict)
-         else scaling)
+    s = scaling[self.layer]["kernel"] if isinstance(scaling, dict) else scaling
     y = ppx.prox.prox_group_lasso(x, weight_decay, s, axis=1)
     return {**tree, self.layer: {**tree[self.layer], "kernel": y}}
 
   def check(self, params, name):
     if "kernel" not in params.get(self.layer, {}):
-      raise ValueError(f"{name}: ColumnGroupLasso needs "
-                       f"'{self.layer}/kernel'.")
+      raise ValueError(f"{name}: ColumnGroupLasso needs '{self.layer}/kernel'.")
 
 
 def np_column_prox(z, lam, s, solver):
-  return np.stack([solver(z[:, j], lam, s[:, j] if np.ndim(s) else s)
-                   for j in range(z.shape[1])], axis=1)
+  return np.stack(
+      [
+          solver(z[:, j], lam, s[:, j] if np.ndim(s) else s)
+          for j in range(z.shape[1])
+      ],
+      axis=1,
+  )
 
 
 def test_a_user_tree_prox_works_with_proxgen_adam():
@@ -374,18 +455,19 @@ def test_a_user_tree_prox_works_with_proxgen_adam():
     m_hat, v_hat = adam.step(flat(g))
     d = {k: np.sqrt(v) + 1e-8 for k, v in v_hat.items()}
     p = {k: p[k] - lr * m_hat[k] / d[k] for k in p}
-    p["fc1/kernel"] = np_column_prox(p["fc1/kernel"], lam, lr / d["fc1/kernel"],
-                                     reference.group_prox_root)
+    p["fc1/kernel"] = np_column_prox(
+        p["fc1/kernel"], lam, lr / d["fc1/kernel"], reference.group_prox_root
+    )
   got = flat(out)
-  for k in p:    # every other leaf: the plain Adam step
+  for k in p:  # every other leaf: the plain Adam step
     np.testing.assert_allclose(got[k], p[k], rtol=1e-4, atol=1e-6, err_msg=k)
   dead = np.all(got["fc1/kernel"] == 0, axis=0)
   assert 0 < dead.sum() < 5
   # check() runs at init, naming what is missing
-  with pytest.raises(ValueError, match="proxgen_adam: ColumnGroupLasso needs "
-                     "'fc1/kernel'"):
-    ppx.proxgen_adam(lr, lam, ColumnGroupLasso()).init(
-        {"fc2": params["fc2"]})
+  with pytest.raises(
+      ValueError, match="proxgen_adam: ColumnGroupLasso needs 'fc1/kernel'"
+  ):
+    ppx.proxgen_adam(lr, lam, ColumnGroupLasso()).init({"fc2": params["fc2"]})
   # a tree prox chooses its own leaves: no mask
   with pytest.raises(ValueError, match="`mask` applies to an elementwise"):
     ppx.proxgen_adam(lr, lam, ColumnGroupLasso(), mask={"fc1": True})
@@ -399,8 +481,9 @@ def test_a_user_tree_prox_works_with_proxgen_sgd():
   p = flat(params)
   for g in map(flat, grads):
     p = {k: p[k] - lr * g[k] for k in p}
-    (p["fc1/kernel"],) = reference.group_soft_threshold([p["fc1/kernel"]], [1],
-                                                        lr * lam)
+    (p["fc1/kernel"],) = reference.group_soft_threshold(
+        [p["fc1/kernel"]], [1], lr * lam
+    )
   got = flat(out)
   for k in p:
     np.testing.assert_allclose(got[k], p[k], rtol=RTOL, atol=ATOL, err_msg=k)
@@ -416,14 +499,18 @@ MASKS = {
 
 
 @pytest.mark.parametrize("mask", list(MASKS))
-@pytest.mark.parametrize("factory", [ppx.proxgen_adam, ppx.proxgen_sgd],
-                         ids=["adam", "sgd"])
+@pytest.mark.parametrize(
+    "factory", [ppx.proxgen_adam, ppx.proxgen_sgd], ids=["adam", "sgd"]
+)
 def test_elementwise_lift_equals_prox_with_mask(factory, mask):
   params = make_params(15)
   grads = grads_like(params, 3, seed=16)
   m = MASKS[mask]
-  lifted, _ = run(factory(0.05, 0.3, ppx.prox.elementwise(ppx.prox.prox_l1, m)),
-                  params, grads)
+  lifted, _ = run(
+      factory(0.05, 0.3, ppx.prox.elementwise(ppx.prox.prox_l1, m)),
+      params,
+      grads,
+  )
   plain, _ = run(factory(0.05, 0.3, ppx.prox.prox_l1, mask=m), params, grads)
   for a, b in zip(jax.tree.leaves(lifted), jax.tree.leaves(plain)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -458,18 +545,23 @@ def test_unit_group_lasso_peer_decays_the_kernels_in_no_group():
   spec = model.unit_spec()
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   lr, lam = 1e-3, 0.1
-  tx = optax.chain(ppx.ungrouped_weight_decay(lam, spec),
-                   ppx.proxgen_adam(lr, lam, ppx.prox.unit_group_lasso(spec)))
+  tx = optax.chain(
+      ppx.ungrouped_weight_decay(lam, spec),
+      ppx.proxgen_adam(lr, lam, ppx.prox.unit_group_lasso(spec)),
+  )
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
   u, x, roles = flat(updates), flat(params), spec.roles
-  by_role = {r: [p for p, q in roles.items() if q == r] for r in set(roles.values())}
+  by_role = {
+      r: [p for p, q in roles.items() if q == r] for r in set(roles.values())
+  }
   assert by_role["ungrouped_kernel"] and by_role["input_kernel"]
   for p in by_role["ungrouped_kernel"]:
-    g = lam * x[p]                           # m^ = g, sqrt(v^) = |g|
-    np.testing.assert_allclose(u[p], -lr * g / (np.abs(g) + 1e-8), rtol=1e-4,
-                               err_msg=p)
-  for p in by_role["input_kernel"]:   # no decay, zero gradient: unchanged
+    g = lam * x[p]  # m^ = g, sqrt(v^) = |g|
+    np.testing.assert_allclose(
+        u[p], -lr * g / (np.abs(g) + 1e-8), rtol=1e-4, err_msg=p
+    )
+  for p in by_role["input_kernel"]:  # no decay, zero gradient: unchanged
     np.testing.assert_array_equal(u[p], 0.0)
   for p in by_role["output_kernel"]:  # threshold lr lam / eps: pruned
     np.testing.assert_array_equal(x[p] + u[p], 0.0)
@@ -487,13 +579,18 @@ def test_float16_params_with_default_eps_stay_finite(prox, zero_step):
   all zero: sqrt(v^) + eps must not underflow to 0 (moments in float32)."""
   params = jax.tree.map(lambda a: a.astype(jnp.float16), make_params(18))
   spec = ppx.UnitSpec.from_pairs(params, [("fc1", "fc2")])
-  grads = [jax.tree.map(lambda a: a.astype(jnp.float16), g)
-           for g in grads_like(params, 4, seed=19)]
+  grads = [
+      jax.tree.map(lambda a: a.astype(jnp.float16), g)
+      for g in grads_like(params, 4, seed=19)
+  ]
   grads[zero_step] = jax.tree.map(jnp.zeros_like, grads[zero_step])
   p = ppx.prox.prox_l1 if prox == "l1" else ppx.prox.unit_group_lasso(spec)
   out, state = run(ppx.proxgen_adam(1e-2, 1e-3, p), params, grads)
   assert finite((out, state))
   assert all(a.dtype == jnp.float16 for a in jax.tree.leaves(out))
-  assert all(m.dtype == jnp.float32
-             for m in jax.tree.leaves((state.mu, state.nu)))
-  assert np.all(np.asarray(out["fc1"]["bias"]) != np.asarray(params["fc1"]["bias"]))
+  assert all(
+      m.dtype == jnp.float32 for m in jax.tree.leaves((state.mu, state.nu))
+  )
+  assert np.all(
+      np.asarray(out["fc1"]["bias"]) != np.asarray(params["fc1"]["bias"])
+  )

@@ -14,20 +14,29 @@ from pathprox_jax.units.paths import leaf_index
 
 
 def paths(tree):
-  return [ppx.units.path_str(kp) for kp, _ in
-          jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [
+      ppx.units.path_str(kp)
+      for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+  ]
 
 
-class Layer(NamedTuple):   # attribute keys, like an Equinox module
+class Layer(NamedTuple):  # attribute keys, like an Equinox module
   weight: jax.Array
   bias: jax.Array
 
 
 def test_path_str_for_dicts_lists_and_attributes():
-  tree = {"fc1": {"kernel": 1.0, "bias": 2.0},
-          "layers": [Layer(3.0, 4.0), {"w": 5.0}]}
-  assert paths(tree) == ["fc1/bias", "fc1/kernel", "layers/0/weight",
-                         "layers/0/bias", "layers/1/w"]
+  tree = {
+      "fc1": {"kernel": 1.0, "bias": 2.0},
+      "layers": [Layer(3.0, 4.0), {"w": 5.0}],
+  }
+  assert paths(tree) == [
+      "fc1/bias",
+      "fc1/kernel",
+      "layers/0/weight",
+      "layers/0/bias",
+      "layers/1/w",
+  ]
 
 
 def test_path_str_of_linen_and_haiku_names():
@@ -39,11 +48,16 @@ def test_path_str_of_linen_and_haiku_names():
 
 
 def test_path_str_drops_nnx_variable_wrappers():
-  model = ppx.MLP(depth=2, width=3, in_features=2, num_classes=2,
-                  rngs=nnx.Rngs(0))
+  model = ppx.MLP(
+      depth=2, width=3, in_features=2, num_classes=2, rngs=nnx.Rngs(0)
+  )
   state = nnx.state(model, nnx.Param)
-  expected = ["layers/0/bias", "layers/0/kernel", "layers/1/bias",
-              "layers/1/kernel"]
+  expected = [
+      "layers/0/bias",
+      "layers/0/kernel",
+      "layers/1/bias",
+      "layers/1/kernel",
+  ]
   assert paths(state) == expected
   # The pure dict of the same state (no Variable wrappers) has the same paths.
   assert paths(nnx.to_pure_dict(state)) == expected
@@ -63,21 +77,24 @@ def test_leaf_index_rejects_two_leaves_with_one_path():
     leaf_index({"a/b": jnp.ones(1), "a": {"b": jnp.ones(1)}})
 
 
-@pytest.mark.parametrize("path, shape, expected", [
-    ("fc/kernel", (3, 4), True),             # Flax Dense
-    ("conv/kernel", (3, 3, 2, 4), True),     # Flax Conv
-    ("scale_only/kernel", (4,), True),       # any leaf named kernel
-    ("mlp/~/linear_0/w", (3, 4), True),      # Haiku
-    ("mlp/~/linear_0/w", (4,), False),       # 1-D w: not a matrix
-    ("layers/0/weight", (4, 3), True),       # Equinox Linear
-    ("conv/weight", (4, 2, 3, 3), True),     # Equinox Conv
-    ("ln/weight", (4,), False),              # Equinox LayerNorm scale
-    ("fc/bias", (3, 4), False),              # biases never
-    ("mlp/~/linear_0/b", (4,), False),
-    ("bn/scale", (4,), False),
-    ("fc/weights", (3, 4), False),           # whole names only
-    ("kernel_init/x", (3, 4), False),
-])
+@pytest.mark.parametrize(
+    "path, shape, expected",
+    [
+        ("fc/kernel", (3, 4), True),  # Flax Dense
+        ("conv/kernel", (3, 3, 2, 4), True),  # Flax Conv
+        ("scale_only/kernel", (4,), True),  # any leaf named kernel
+        ("mlp/~/linear_0/w", (3, 4), True),  # Haiku
+        ("mlp/~/linear_0/w", (4,), False),  # 1-D w: not a matrix
+        ("layers/0/weight", (4, 3), True),  # Equinox Linear
+        ("conv/weight", (4, 2, 3, 3), True),  # Equinox Conv
+        ("ln/weight", (4,), False),  # Equinox LayerNorm scale
+        ("fc/bias", (3, 4), False),  # biases never
+        ("mlp/~/linear_0/b", (4,), False),
+        ("bn/scale", (4,), False),
+        ("fc/weights", (3, 4), False),  # whole names only
+        ("kernel_init/x", (3, 4), False),
+    ],
+)
 def test_is_kernel(path, shape, expected):
   assert ppx.units.is_kernel(path, jnp.ones(shape)) is expected
 
@@ -86,8 +103,10 @@ def test_kernel_mask_flax_haiku_equinox_style_names():
   params = {
       "flax": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
       "mlp/~/linear_0": {"w": jnp.ones((4, 2)), "b": jnp.ones(2)},
-      "layers": [Layer(jnp.ones((2, 4)), jnp.ones(2)),
-                 {"weight": jnp.ones(2), "bias": jnp.ones(2)}],  # a LayerNorm
+      "layers": [
+          Layer(jnp.ones((2, 4)), jnp.ones(2)),
+          {"weight": jnp.ones(2), "bias": jnp.ones(2)},
+      ],  # a LayerNorm
   }
   mask = ppx.units.kernel_mask(params)
   assert mask == {
@@ -110,11 +129,14 @@ def test_kernel_mask_on_equinox_modules():
 
 def test_kernel_mask_is_an_optax_mask():
   optax = pytest.importorskip("optax")
-  params = {"fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
-            "ln": {"weight": jnp.ones(2)}}
+  params = {
+      "fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
+      "ln": {"weight": jnp.ones(2)},
+  }
   tx = optax.add_decayed_weights(0.5, mask=ppx.units.kernel_mask)
-  upd, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params),
-                     params)
+  upd, _ = tx.update(
+      jax.tree.map(jnp.zeros_like, params), tx.init(params), params
+  )
   np.testing.assert_array_equal(upd["fc"]["kernel"], 0.5)
   np.testing.assert_array_equal(upd["fc"]["bias"], 0.0)
   np.testing.assert_array_equal(upd["ln"]["weight"], 0.0)

@@ -11,14 +11,14 @@ from flax.core import freeze
 import pathprox_jax as ppx
 from pathprox_jax import Slice, UnitGroup, UnitSpec
 from pathprox_jax.units import (
-  INPUT_BIAS,
-  INPUT_KERNEL,
-  LABELS,
-  OTHER,
-  OUTPUT_BIAS,
-  OUTPUT_KERNEL,
-  UNGROUPED_KERNEL,
-  UnitWeights,
+    INPUT_BIAS,
+    INPUT_KERNEL,
+    LABELS,
+    OTHER,
+    OUTPUT_BIAS,
+    OUTPUT_KERNEL,
+    UNGROUPED_KERNEL,
+    UnitWeights,
 )
 
 
@@ -37,20 +37,33 @@ def random_tree(seed=0):
   """A conv -> (flatten) -> two heads network, leaves of three dtypes."""
   r = np.random.default_rng(seed)
   return {
-      "conv": {"kernel": jnp.asarray(r.normal(size=(3, 3, 2, 8)), jnp.bfloat16),
-               "bias": jnp.asarray(r.normal(size=8), jnp.float16)},
-      "fc": {"kernel": jnp.asarray(r.normal(size=(4 * 8, 6)), jnp.float32),
-             "bias": jnp.asarray(r.normal(size=6), jnp.float32)},
+      "conv": {
+          "kernel": jnp.asarray(r.normal(size=(3, 3, 2, 8)), jnp.bfloat16),
+          "bias": jnp.asarray(r.normal(size=8), jnp.float16),
+      },
+      "fc": {
+          "kernel": jnp.asarray(r.normal(size=(4 * 8, 6)), jnp.float32),
+          "bias": jnp.asarray(r.normal(size=6), jnp.float32),
+      },
       "aux": {"kernel": jnp.asarray(r.normal(size=(8, 3)), jnp.float32)},
       "head": {"kernel": jnp.asarray(r.normal(size=(6, 2)), jnp.float32)},
   }
 
 
 def flatten_spec(tree):
-  return UnitSpec.from_groups(tree, [UnitGroup(
-      inputs=[("conv/kernel", -1)], biases=["conv/bias"],
-      outputs=[Slice("fc/kernel", 1, view=(4, 8, 6), bias="fc/bias"),
-               ("aux/kernel", 0)])])
+  return UnitSpec.from_groups(
+      tree,
+      [
+          UnitGroup(
+              inputs=[("conv/kernel", -1)],
+              biases=["conv/bias"],
+              outputs=[
+                  Slice("fc/kernel", 1, view=(4, 8, 6), bias="fc/bias"),
+                  ("aux/kernel", 0),
+              ],
+          )
+      ],
+  )
 
 
 # -------------------------------------------------------------- building
@@ -66,12 +79,18 @@ def test_dense_pair_roles_labels_and_masks():
   }
   masks = spec.masks(params)
   assert masks._fields == LABELS[:-1]
-  assert masks.ungrouped_kernel == {"fc1": {"kernel": False, "bias": False},
-                                    "fc2": {"kernel": False, "bias": False},
-                                    "head": {"kernel": True, "bias": False}}
+  assert masks.ungrouped_kernel == {
+      "fc1": {"kernel": False, "bias": False},
+      "fc2": {"kernel": False, "bias": False},
+      "head": {"kernel": True, "bias": False},
+  }
   assert masks.input_bias["fc1"]["bias"] and not masks.input_bias["fc2"]["bias"]
   both = spec.mask(INPUT_KERNEL, OUTPUT_KERNEL)(params)
-  assert [both[k]["kernel"] for k in ("fc1", "fc2", "head")] == [True, True, False]
+  assert [both[k]["kernel"] for k in ("fc1", "fc2", "head")] == [
+      True,
+      True,
+      False,
+  ]
 
 
 def test_role_accepts_strings_and_tuples():
@@ -98,7 +117,9 @@ def test_conv_and_mixed_pairs():
 
 def test_linen_frozendict_and_nested_paths():
   params = freeze({"params": {"block": {"a": dense(3, 4), "b": dense(4, 2)}}})
-  spec = UnitSpec.from_pairs(params, [("params/block/a", ("params", "block", "b"))])
+  spec = UnitSpec.from_pairs(
+      params, [("params/block/a", ("params", "block", "b"))]
+  )
   assert spec.groups[0].inputs[0].path == "params/block/a/kernel"
   assert spec.groups[0].outputs[0].bias == "params/block/b/bias"
   labels = spec.labels(params)
@@ -106,8 +127,9 @@ def test_linen_frozendict_and_nested_paths():
 
 
 def test_nnx_state_with_variables_and_pure_arrays():
-  model = ppx.MLP(depth=3, width=6, in_features=4, num_classes=3,
-                  rngs=nnx.Rngs(0))
+  model = ppx.MLP(
+      depth=3, width=6, in_features=4, num_classes=3, rngs=nnx.Rngs(0)
+  )
   state = nnx.state(model, nnx.Param)
   spec = UnitSpec.from_pairs(state, [("layers/0", "layers/1")])
   assert spec == model.unit_spec()
@@ -127,8 +149,12 @@ def test_masks_drive_optax_masked_and_partition():
   np.testing.assert_allclose(upd["head"]["kernel"], 0.5)
   np.testing.assert_allclose(upd["fc1"]["kernel"], 0.0)
   part = optax.partition(
-      {r: optax.set_to_zero() if r == OUTPUT_KERNEL else optax.sgd(1.0)
-       for r in LABELS}, spec.labels)
+      {
+          r: optax.set_to_zero() if r == OUTPUT_KERNEL else optax.sgd(1.0)
+          for r in LABELS
+      },
+      spec.labels,
+  )
   g = jax.tree.map(jnp.ones_like, params)
   upd, _ = part.update(g, part.init(params), params)
   np.testing.assert_allclose(upd["fc2"]["kernel"], 0.0)
@@ -146,6 +172,7 @@ def test_spec_is_hashable_static_and_usable_as_jit_static_arg():
   def f(p):
     traces.append(1)
     return ppx.path_norms(p, spec)
+
   f(three_layers())
   f(three_layers())
   assert len(traces) == 1
@@ -157,20 +184,29 @@ def test_check_names_shape_changes_missing_leaves_and_dtypes():
   spec = UnitSpec.from_pairs(params, [("fc1", "fc2")])
   spec.check(params)
   bad = dict(params, fc2={"kernel": jnp.ones((4, 7)), "bias": jnp.zeros(5)})
-  with pytest.raises(ValueError, match=r"Group 0: 'fc2/kernel' has shape "
-                     r"\(4, 7\) in the params, but the UnitSpec was built for "
-                     r"shape \(4, 5\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"Group 0: 'fc2/kernel' has shape "
+      r"\(4, 7\) in the params, but the UnitSpec was built for "
+      r"shape \(4, 5\)",
+  ):
     spec.check(bad)
-  with pytest.raises(ValueError, match=r"Group 0: 'fc1/bias' is missing from "
-                     "the tree passed to me"):
-    spec.check({**params, "fc1": {"kernel": params["fc1"]["kernel"]}},
-               where="tree passed to me")
+  with pytest.raises(
+      ValueError,
+      match=r"Group 0: 'fc1/bias' is missing from " "the tree passed to me",
+  ):
+    spec.check(
+        {**params, "fc1": {"kernel": params["fc1"]["kernel"]}},
+        where="tree passed to me",
+    )
   with pytest.raises(ValueError, match=r"Group 0: 'fc2/bias' is missing"):
     spec.check({**params, "fc2": {"kernel": params["fc2"]["kernel"]}})
-  ints = dict(params, fc1={"kernel": jnp.ones((3, 4), jnp.int32),
-                           "bias": jnp.zeros(4)})
-  with pytest.raises(ValueError, match=r"'fc1/kernel' has dtype int32 in the "
-                     "params"):
+  ints = dict(
+      params, fc1={"kernel": jnp.ones((3, 4), jnp.int32), "bias": jnp.zeros(4)}
+  )
+  with pytest.raises(
+      ValueError, match=r"'fc1/kernel' has dtype int32 in the " "params"
+  ):
     spec.check(ints)
 
 
@@ -200,13 +236,15 @@ def test_split_merge_round_trip_is_bitwise():
   assert jax.tree.structure(back) == jax.tree.structure(tree)
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
     assert a.dtype == b.dtype and a.shape == b.shape
-    np.testing.assert_array_equal(np.asarray(a, np.float32),
-                                  np.asarray(b, np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(a, np.float32), np.asarray(b, np.float32)
+    )
   jitted = jax.jit(lambda t: spec.merge(*spec.split(t)))(tree)
   for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(tree)):
     assert a.dtype == b.dtype
-    np.testing.assert_array_equal(np.asarray(a, np.float32),
-                                  np.asarray(b, np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(a, np.float32), np.asarray(b, np.float32)
+    )
 
 
 def test_merge_reshapes_views_back_and_casts_to_the_leaf_dtype():
@@ -214,22 +252,30 @@ def test_merge_reshapes_views_back_and_casts_to_the_leaf_dtype():
   spec = flatten_spec(tree)
   (x,), _ = spec.split(tree)
   new_v0 = jnp.arange(4 * 8 * 6, dtype=jnp.float32).reshape(4, 8, 6)
-  y = x.replace(w=(x.w[0].astype(jnp.float32) * 3.0 + 0.001,),   # float32 values
-                b=(x.b[0].astype(jnp.float32) + 1,),
-                v=(new_v0, x.v[1]), c=(x.c[0] * 0,))
+  y = x.replace(
+      w=(x.w[0].astype(jnp.float32) * 3.0 + 0.001,),  # float32 values
+      b=(x.b[0].astype(jnp.float32) + 1,),
+      v=(new_v0, x.v[1]),
+      c=(x.c[0] * 0,),
+  )
   out = jax.jit(lambda t, ys: spec.merge(ys, spec.split(t)[1]))(tree, [y])
-  assert out["conv"]["kernel"].dtype == jnp.bfloat16   # cast back
+  assert out["conv"]["kernel"].dtype == jnp.bfloat16  # cast back
   assert out["conv"]["bias"].dtype == jnp.float16
-  exp_w = (np.asarray(tree["conv"]["kernel"], np.float32) * 3 + 0.001)
+  exp_w = np.asarray(tree["conv"]["kernel"], np.float32) * 3 + 0.001
   np.testing.assert_array_equal(
       np.asarray(out["conv"]["kernel"], np.float32),
-      np.asarray(jnp.asarray(exp_w, jnp.float32).astype(jnp.bfloat16), np.float32))
-  np.testing.assert_array_equal(np.asarray(out["fc"]["kernel"]),
-                                np.arange(4 * 8 * 6).reshape(32, 6))
+      np.asarray(
+          jnp.asarray(exp_w, jnp.float32).astype(jnp.bfloat16), np.float32
+      ),
+  )
+  np.testing.assert_array_equal(
+      np.asarray(out["fc"]["kernel"]), np.arange(4 * 8 * 6).reshape(32, 6)
+  )
   np.testing.assert_array_equal(np.asarray(out["fc"]["bias"]), 0.0)
-  for layer in ("aux", "head"):       # not changed by the groups / not grouped
-    np.testing.assert_array_equal(np.asarray(out[layer]["kernel"]),
-                                  np.asarray(tree[layer]["kernel"]))
+  for layer in ("aux", "head"):  # not changed by the groups / not grouped
+    np.testing.assert_array_equal(
+        np.asarray(out[layer]["kernel"]), np.asarray(tree[layer]["kernel"])
+    )
 
 
 def test_split_works_on_any_params_shaped_tree():
@@ -237,37 +283,57 @@ def test_split_works_on_any_params_shaped_tree():
   spec = flatten_spec(tree)
   moments = jax.tree.map(lambda a: jnp.square(a.astype(jnp.float32)), tree)
   (m,), _ = spec.split(moments)
-  np.testing.assert_array_equal(np.asarray(m.v[1]),
-                                np.asarray(moments["aux"]["kernel"]))
-  with pytest.raises(ValueError, match="Group 0: 'fc/kernel' is missing from "
-                     r"the params \(a mask or a filter must keep every grouped "
-                     r"leaf\)"):
+  np.testing.assert_array_equal(
+      np.asarray(m.v[1]), np.asarray(moments["aux"]["kernel"])
+  )
+  with pytest.raises(
+      ValueError,
+      match="Group 0: 'fc/kernel' is missing from "
+      r"the params \(a mask or a filter must keep every grouped "
+      r"leaf\)",
+  ):
     spec.split({k: v for k, v in tree.items() if k != "fc"})
-  with pytest.raises(ValueError, match=r"Group 0: 'fc/kernel' has shape \(32, 7\) "
-                     r"in the params, but the UnitSpec was built for shape "
-                     r"\(32, 6\)"):
-    spec.split(dict(tree, fc={"kernel": jnp.ones((32, 7)), "bias": jnp.ones(7)}))
+  with pytest.raises(
+      ValueError,
+      match=r"Group 0: 'fc/kernel' has shape \(32, 7\) "
+      r"in the params, but the UnitSpec was built for shape "
+      r"\(32, 6\)",
+  ):
+    spec.split(
+        dict(tree, fc={"kernel": jnp.ones((32, 7)), "bias": jnp.ones(7)})
+    )
 
 
 def test_map_groups_is_merge_of_mapped_split():
   tree = random_tree(4)
   spec = flatten_spec(tree)
   out = spec.map_groups(tree, lambda x: x.replace(v=tuple(2 * a for a in x.v)))
-  np.testing.assert_array_equal(np.asarray(out["fc"]["kernel"]),
-                                2 * np.asarray(tree["fc"]["kernel"]))
-  np.testing.assert_array_equal(np.asarray(out["aux"]["kernel"]),
-                                2 * np.asarray(tree["aux"]["kernel"]))
-  np.testing.assert_array_equal(np.asarray(out["conv"]["kernel"], np.float32),
-                                np.asarray(tree["conv"]["kernel"], np.float32))
+  np.testing.assert_array_equal(
+      np.asarray(out["fc"]["kernel"]), 2 * np.asarray(tree["fc"]["kernel"])
+  )
+  np.testing.assert_array_equal(
+      np.asarray(out["aux"]["kernel"]), 2 * np.asarray(tree["aux"]["kernel"])
+  )
+  np.testing.assert_array_equal(
+      np.asarray(out["conv"]["kernel"], np.float32),
+      np.asarray(tree["conv"]["kernel"], np.float32),
+  )
 
 
 # ------------------------------------------------------------------ report
 def test_report_lists_every_grouped_leaf():
   tree = random_tree()
   text = flatten_spec(tree).report()
-  report = text.split("\n\n")[0].splitlines()     # the table (notes follow it)
-  assert report[0].split() == ["group", "role", "path", "shape", "view", "unit",
-                               "axis"]
+  report = text.split("\n\n")[0].splitlines()  # the table (notes follow it)
+  assert report[0].split() == [
+      "group",
+      "role",
+      "path",
+      "shape",
+      "view",
+      "unit",
+      "axis",
+  ]
   assert set(report[1]) <= {"-", " "}
   rows = [r.split() for r in report[2:]]
   assert rows == [
@@ -279,7 +345,18 @@ def test_report_lists_every_grouped_leaf():
       ["-", "ungrouped_kernel", "head/kernel"],
   ]
   # columns are aligned: every path starts at the same offset
-  starts = {r.index(p) for r, p in zip(report[2:], ["conv/kernel", "conv/bias",
-                                                     "fc/kernel", "aux/kernel",
-                                                     "fc/bias", "head/kernel"])}
+  starts = {
+      r.index(p)
+      for r, p in zip(
+          report[2:],
+          [
+              "conv/kernel",
+              "conv/bias",
+              "fc/kernel",
+              "aux/kernel",
+              "fc/bias",
+              "head/kernel",
+          ],
+      )
+  }
   assert len(starts) == 1

@@ -17,8 +17,11 @@ def to_np(tree):
 
 
 def finite(tree):
-  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree)
-             if jnp.issubdtype(jnp.result_type(x), jnp.inexact))
+  return all(
+      bool(jnp.all(jnp.isfinite(x)))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  )
 
 
 def run(tx, params, grads_seq):
@@ -38,16 +41,19 @@ def run(tx, params, grads_seq):
 
 def one_step(tx, params, grads):
   """``init`` and one ``update`` in a single jitted call; returns the new params."""
+
   @jax.jit
   def step(params, grads):
     updates, _ = tx.update(grads, tx.init(params), params)
     return optax.apply_updates(params, updates)
+
   return step(to_jnp(params), to_jnp(grads))
 
 
 def assert_tree_close(got, exp, rtol=2e-5, atol=2e-6):
   """Nested dicts of arrays: same keys, values close (named on failure)."""
   from tests.reference import flat  # noqa: PLC0415
+
   g, e = flat(to_np(got)), flat(exp)
   assert g.keys() == e.keys(), (sorted(g), sorted(e))
   for k in e:
@@ -70,12 +76,17 @@ def flat(tree):
 def make_params(seed=0):
   rng = np.random.default_rng(seed)
   f32 = lambda *s: jnp.asarray(rng.normal(size=s) * 0.3, jnp.float32)
-  return {"fc1": {"kernel": f32(4, 5), "bias": f32(5)},
-          "fc2": {"kernel": f32(5, 3), "bias": f32(3)}}
+  return {
+      "fc1": {"kernel": f32(4, 5), "bias": f32(5)},
+      "fc2": {"kernel": f32(5, 3), "bias": f32(3)},
+  }
 
 
 def grads_like(params, n, seed=1):
   rng = np.random.default_rng(seed)
-  return [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape),
-                                             jnp.float32), params)
-          for _ in range(n)]
+  return [
+      jax.tree.map(
+          lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params
+      )
+      for _ in range(n)
+  ]

@@ -12,7 +12,10 @@ __all__ = ["random_crop_flip"]
 
 @functools.partial(jax.jit, static_argnames=("pad",))
 def random_crop_flip(
-  key: jax.Array, images: jax.Array, pad: int = 4, fill: jax.typing.ArrayLike = 0.0
+    key: jax.Array,
+    images: jax.Array,
+    pad: int = 4,
+    fill: jax.typing.ArrayLike = 0.0,
 ) -> jax.Array:
   """Randomly crops each image from a padded copy and flips half of them.
 
@@ -52,7 +55,9 @@ def random_crop_flip(
   canvas = jnp.broadcast_to(fill_c, (n, h + 2 * pad, w + 2 * pad, c))
   padded = jax.lax.dynamic_update_slice(canvas, images, (0, pad, pad, 0))
 
-  def crop_one(image: jax.Array, offset: jax.Array, flip: jax.Array) -> jax.Array:
+  def crop_one(
+      image: jax.Array, offset: jax.Array, flip: jax.Array
+  ) -> jax.Array:
     window = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
     return jnp.where(flip, window[:, ::-1, :], window)
 

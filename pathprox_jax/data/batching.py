@@ -12,13 +12,13 @@ RngLike = int | np.random.Generator | None
 
 
 def iterate_batches(
-  x: np.ndarray,
-  y: np.ndarray,
-  batch_size: int,
-  *,
-  rng: RngLike = 0,
-  shuffle: bool = True,
-  drop_remainder: bool = True,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    rng: RngLike = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields ``(x_batch, y_batch)`` numpy pairs covering one epoch.
 
@@ -55,8 +55,9 @@ def iterate_batches(
     yield x[idx], y[idx]
 
 
-def batch_stream(x: np.ndarray, y: np.ndarray, batch_size: int, *,
-                 seed: int = 0, **options) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batch_stream(
+    x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int = 0, **options
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Endless batches for step-based loops, reshuffled at every epoch.
 
   Args:
@@ -76,7 +77,7 @@ def batch_stream(x: np.ndarray, y: np.ndarray, batch_size: int, *,
   """
   if options.get("drop_remainder", True) and len(x) < batch_size:
     raise ValueError(
-      f"batch_size {batch_size} > dataset size {len(x)} with drop_remainder"
+        f"batch_size {batch_size} > dataset size {len(x)} with drop_remainder"
     )
   if len(x) == 0:
     raise ValueError("cannot stream an empty dataset")

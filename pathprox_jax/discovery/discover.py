@@ -77,10 +77,7 @@ def discover_groups(
 ) -> tuple[list[UnitGroup], tuple[bool, ...], list[Finding]]:
   """Groups (in network order), balancing links and per-leaf findings."""
   if not inputs:
-    raise ValueError(
-        "discover needs example inputs: "
-        "discover(fn, params, x)."
-    )
+    raise ValueError("discover needs example inputs: discover(fn, params, x).")
   graph = trace(fn, params, inputs)
   if not graph.params:
     raise ValueError("discover: params has no array leaves.")
@@ -131,8 +128,7 @@ def discover_groups(
         or "no linear map in the parameters"
     )
     raise ValueError(
-        "discover found no homogeneous unit in fn "
-        f"(candidates: {details})."
+        f"discover found no homogeneous unit in fn (candidates: {details})."
     )
   cands = [c for c, _ in accepted]
   findings = [
@@ -199,8 +195,8 @@ def discover(fn: Callable, params: Any, *example_inputs: Any) -> UnitSpec:
   """
   groups, links, findings = discover_groups(fn, params, example_inputs)
   spec = UnitSpec.from_groups(params, groups, links=links)
-  return dataclasses.replace(spec, links_checked=True,
-                             findings=tuple(findings))
+  return dataclasses.replace(spec, links_checked=True, findings=tuple(findings))
+
 
 def discover_module(model: Any, *example_inputs: Any) -> UnitSpec:
   """:func:`discover` for a Flax NNX module: the params are
@@ -216,8 +212,10 @@ def discover_module(model: Any, *example_inputs: Any) -> UnitSpec:
     True
   """
   from flax import nnx
+
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   def fn(p, *xs):
     return nnx.merge(graphdef, p, rest, copy=True)(*xs)
+
   return discover(fn, params, *example_inputs)

@@ -13,14 +13,28 @@ from pathprox_jax.units import UnitSpec, scale_units
 
 
 def _relative_change(a, b) -> float:
-  a = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(a)])
-  b = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(b)])
+  a = np.concatenate(
+      [np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(a)]
+  )
+  b = np.concatenate(
+      [np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(b)]
+  )
   den = np.linalg.norm(a)
-  return float(np.linalg.norm(a - b) / den) if den > 0 else float(np.linalg.norm(b))
+  return (
+      float(np.linalg.norm(a - b) / den)
+      if den > 0
+      else float(np.linalg.norm(b))
+  )
 
 
-def verify_units(fn: Callable, params: Any, units: UnitSpec, *inputs: Any,
-                 rtol: float = 1e-5, seed: int = 0) -> dict[str, float]:
+def verify_units(
+    fn: Callable,
+    params: Any,
+    units: UnitSpec,
+    *inputs: Any,
+    rtol: float = 1e-5,
+    seed: int = 0,
+) -> dict[str, float]:
   """Checks on real numbers that ``units`` describes ``fn``'s homogeneous units.
 
   For every group, each unit ``i`` is rescaled (input slices and biases by a
@@ -65,19 +79,24 @@ def verify_units(fn: Callable, params: Any, units: UnitSpec, *inputs: Any,
     a = jnp.asarray(rng.uniform(0.5, 2.0, x.num_units), jnp.float32)
     groups = list(split)
     groups[g] = scale_units(x, w=a, b=a, v=1.0 / a)
-    changes[f"group {g}"] = _relative_change(reference,
-                                             apply(units.merge(groups, rest)))
+    changes[f"group {g}"] = _relative_change(
+        reference, apply(units.merge(groups, rest))
+    )
   changes["balance_layers"] = _relative_change(
-      reference, apply(balance_layers(params, units)))
+      reference, apply(balance_layers(params, units))
+  )
   bad = {k: v for k, v in changes.items() if not v <= rtol}
   if bad:
     raise ValueError(
         "The UnitSpec does not describe fn's homogeneous units: "
-        + ", ".join(f"{k} changes the outputs by {v:.3g} (relative)"
-                    for k, v in bad.items())
+        + ", ".join(
+            f"{k} changes the outputs by {v:.3g} (relative)"
+            for k, v in bad.items()
+        )
         + f" > rtol {rtol}. A group whose rescaling changes the outputs is not "
-          "homogeneous (an activation, norm or skip between its maps); if only "
-          "balance_layers does, pass links=[...] with False where a residual "
-          "add, branch or norm sits between consecutive groups, or use "
-          "balance=False.")
+        "homogeneous (an activation, norm or skip between its maps); if only "
+        "balance_layers does, pass links=[...] with False where a residual "
+        "add, branch or norm sits between consecutive groups, or use "
+        "balance=False."
+    )
   return changes

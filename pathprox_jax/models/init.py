@@ -21,6 +21,7 @@ def uniform_fan_in(fan_in: int):
 
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
   return init
 
 
@@ -38,6 +39,8 @@ def layer_inits(init: str, fan_in: int):
   if init == "flax":
     return nnx.initializers.lecun_normal(), nnx.initializers.zeros_init()
   if init == "kaiming":
-    return (nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
-            nnx.initializers.zeros_init())
+    return (
+        nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        nnx.initializers.zeros_init(),
+    )
   raise ValueError(f"Unknown init {init!r}; expected one of {INITS}.")

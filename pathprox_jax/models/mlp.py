@@ -13,16 +13,24 @@ from pathprox_jax.units import UnitSpec
 
 def _linear(n_in: int, n_out: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
   k_init, b_init = layer_inits(init, n_in)
-  return nnx.Linear(n_in, n_out, kernel_init=k_init, bias_init=b_init, rngs=rngs)
+  return nnx.Linear(
+      n_in, n_out, kernel_init=k_init, bias_init=b_init, rngs=rngs
+  )
 
 
 class _Sequential(nnx.Module):
   """Linear layers ``layers/0 ... layers/L-1``; ReLU after the layers in ``relu_after``."""
 
-  def __init__(self, sizes: Sequence[int], relu_after: set[int], init: str,
-               rngs: nnx.Rngs):
-    self.layers = nnx.List([_linear(a, b, init, rngs)
-                            for a, b in zip(sizes[:-1], sizes[1:])])
+  def __init__(
+      self,
+      sizes: Sequence[int],
+      relu_after: set[int],
+      init: str,
+      rngs: nnx.Rngs,
+  ):
+    self.layers = nnx.List(
+        [_linear(a, b, init, rngs) for a, b in zip(sizes[:-1], sizes[1:])]
+    )
     self.relu_after = tuple(sorted(relu_after))
 
   @property
@@ -43,11 +51,16 @@ class _Sequential(nnx.Module):
     return UnitSpec.from_pairs(nnx.state(self, nnx.Param), self.unit_pairs())
 
 
-def _sizes(depth_layers: int, width, in_features: int, num_classes: int
-           ) -> list[int]:
-  hidden = [width] * (depth_layers - 1) if isinstance(width, int) else list(width)
+def _sizes(
+    depth_layers: int, width, in_features: int, num_classes: int
+) -> list[int]:
+  hidden = (
+      [width] * (depth_layers - 1) if isinstance(width, int) else list(width)
+  )
   if len(hidden) != depth_layers - 1:
-    raise ValueError(f"Expected {depth_layers - 1} hidden widths, got {hidden}.")
+    raise ValueError(
+        f"Expected {depth_layers - 1} hidden widths, got {hidden}."
+    )
   return [in_features, *hidden, num_classes]
 
 
@@ -74,10 +87,20 @@ class MLP(_Sequential):
     UnitSpec[(layers/0 -> layers/1: 32 units)]
   """
 
-  def __init__(self, depth: int, width, *, in_features: int = 784,
-               num_classes: int = 10, init: str = "pytorch", rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int,
+      width,
+      *,
+      in_features: int = 784,
+      num_classes: int = 10,
+      init: str = "pytorch",
+      rngs: nnx.Rngs,
+  ):
     if depth < 2:
-      raise ValueError(f"MLP needs depth >= 2 to have a unit pair; got {depth}.")
+      raise ValueError(
+          f"MLP needs depth >= 2 to have a unit pair; got {depth}."
+      )
     sizes = _sizes(depth, width, in_features, num_classes)
     super().__init__(sizes, set(range(depth - 1)), init, rngs)
 
@@ -109,13 +132,23 @@ class FactorizedMLP(_Sequential):
     (8, 8)
   """
 
-  def __init__(self, depth: int, width, *, in_features: int = 784,
-               num_classes: int = 10, init: str = "pytorch", rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int,
+      width,
+      *,
+      in_features: int = 784,
+      num_classes: int = 10,
+      init: str = "pytorch",
+      rngs: nnx.Rngs,
+  ):
     if depth < 1:
       raise ValueError(f"FactorizedMLP needs depth >= 1; got {depth}.")
     sizes = _sizes(2 * depth, width, in_features, num_classes)
     super().__init__(sizes, set(range(0, 2 * depth, 2)), init, rngs)
 
   def unit_pairs(self):
-    return [(f"layers/{i}", f"layers/{i + 1}")
-            for i in range(0, len(self.layers), 2)]
+    return [
+        (f"layers/{i}", f"layers/{i + 1}")
+        for i in range(0, len(self.layers), 2)
+    ]

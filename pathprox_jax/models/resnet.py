@@ -18,9 +18,15 @@ class BasicBlock(nnx.Module):
   """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, 3x3 convs."""
 
   def __init__(self, c_in: int, c_out: int, stride: int, *, rngs: nnx.Rngs):
-    conv = lambda a, b, k, s: nnx.Conv(a, b, (k, k), strides=(s, s),
-                                       padding="SAME" if k == 3 else "VALID",
-                                       use_bias=False, rngs=rngs)
+    conv = lambda a, b, k, s: nnx.Conv(
+        a,
+        b,
+        (k, k),
+        strides=(s, s),
+        padding="SAME" if k == 3 else "VALID",
+        use_bias=False,
+        rngs=rngs,
+    )
     self.conv1 = conv(c_in, c_out, 3, stride)
     self.bn1 = nnx.BatchNorm(c_out, rngs=rngs)
     self.conv2 = conv(c_out, c_out, 3, 1)
@@ -65,21 +71,36 @@ class ResNet(nnx.Module):
     ((4, 4, 8, 8, 16, 16, 32, 32), (1, 10))
   """
 
-  def __init__(self, num_classes: int = 10, width_multiplier: float = 1.0, *,
-               stages: Sequence[int] = RESNET18_STAGES, in_channels: int = 3,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      num_classes: int = 10,
+      width_multiplier: float = 1.0,
+      *,
+      stages: Sequence[int] = RESNET18_STAGES,
+      in_channels: int = 3,
+      rngs: nnx.Rngs,
+  ):
     if width_multiplier <= 0:
       raise ValueError(f"width_multiplier must be > 0; got {width_multiplier}.")
-    widths = [max(1, int(round(c * width_multiplier)))
-              for c in RESNET18_CHANNELS[:len(stages)]]
-    self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="SAME",
-                         use_bias=False, rngs=rngs)
+    widths = [
+        max(1, int(round(c * width_multiplier)))
+        for c in RESNET18_CHANNELS[: len(stages)]
+    ]
+    self.stem = nnx.Conv(
+        in_channels,
+        widths[0],
+        (3, 3),
+        padding="SAME",
+        use_bias=False,
+        rngs=rngs,
+    )
     self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs)
     blocks, c_in = [], widths[0]
     for s, (n, c) in enumerate(zip(stages, widths)):
       for b in range(n):
-        blocks.append(BasicBlock(c_in, c, 2 if s > 0 and b == 0 else 1,
-                                 rngs=rngs))
+        blocks.append(
+            BasicBlock(c_in, c, 2 if s > 0 and b == 0 else 1, rngs=rngs)
+        )
         c_in = c
     self.blocks = nnx.List(blocks)
     self.classifier = nnx.Linear(c_in, num_classes, rngs=rngs)
@@ -91,16 +112,21 @@ class ResNet(nnx.Module):
     return self.classifier(jnp.mean(x, axis=(1, 2)))
 
   def unit_groups(self) -> list[UnitGroup]:
-    return [UnitGroup(inputs=[Slice(f"blocks/{i}/bn1/scale", 0)],
-                      biases=[Slice(f"blocks/{i}/bn1/bias", 0)],
-                      outputs=[Slice(f"blocks/{i}/conv2/kernel", 2)])
-            for i in range(len(self.blocks))]
+    return [
+        UnitGroup(
+            inputs=[Slice(f"blocks/{i}/bn1/scale", 0)],
+            biases=[Slice(f"blocks/{i}/bn1/bias", 0)],
+            outputs=[Slice(f"blocks/{i}/conv2/kernel", 2)],
+        )
+        for i in range(len(self.blocks))
+    ]
 
   def unit_spec(self) -> UnitSpec:
     """The :class:`~pathprox_jax.UnitSpec` of this model's current params."""
     groups = self.unit_groups()
-    return UnitSpec.from_groups(nnx.state(self, nnx.Param), groups,
-                                links=(False,) * (len(groups) - 1))
+    return UnitSpec.from_groups(
+        nnx.state(self, nnx.Param), groups, links=(False,) * (len(groups) - 1)
+    )
 
   def compaction_spec(self) -> UnitSpec:
     """The units over the full ``nnx.state(model)``, with the leaves that carry
@@ -110,8 +136,19 @@ class ResNet(nnx.Module):
         small_state, _ = ppx.compact(nnx.state(model), model.compaction_spec())
         small = ppx.rebuild(model, small_state)
     """
-    groups = [UnitGroup(g.inputs, g.outputs, g.biases, passengers=(
-        Slice(f"blocks/{i}/conv1/kernel", 3), Slice(f"blocks/{i}/bn1/mean", 0),
-        Slice(f"blocks/{i}/bn1/var", 0))) for i, g in enumerate(self.unit_groups())]
-    return UnitSpec.from_groups(nnx.state(self), groups,
-                                links=(False,) * (len(groups) - 1))
+    groups = [
+        UnitGroup(
+            g.inputs,
+            g.outputs,
+            g.biases,
+            passengers=(
+                Slice(f"blocks/{i}/conv1/kernel", 3),
+                Slice(f"blocks/{i}/bn1/mean", 0),
+                Slice(f"blocks/{i}/bn1/var", 0),
+            ),
+        )
+        for i, g in enumerate(self.unit_groups())
+    ]
+    return UnitSpec.from_groups(
+        nnx.state(self), groups, links=(False,) * (len(groups) - 1)
+    )

@@ -28,7 +28,8 @@ class TransformerBlock(nnx.Module):
     q, k, v = jnp.split(self.qkv(self.ln1(x)), 3, axis=-1)
     split = lambda a: a.reshape(b, t, self.heads, d // self.heads)
     scores = jnp.einsum("bqhd,bkhd->bhqk", split(q), split(k)) / jnp.sqrt(
-        d // self.heads)
+        d // self.heads
+    )
     mask = jnp.tril(jnp.ones((t, t), bool))
     weights = jax.nn.softmax(jnp.where(mask, scores, -1e9), axis=-1)
     attended = jnp.einsum("bhqk,bkhd->bqhd", weights, split(v)).reshape(b, t, d)
@@ -66,13 +67,22 @@ class Transformer(nnx.Module):
     UnitSpec[(blocks/0/up -> blocks/0/down: 12 units), (blocks/1/up -> blocks/1/down: 12 units)]
   """
 
-  def __init__(self, vocab: int = 256, dim: int = 128, depth: int = 4,
-               heads: int = 4, ffn: int = 512, max_len: int = 256, *,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      vocab: int = 256,
+      dim: int = 128,
+      depth: int = 4,
+      heads: int = 4,
+      ffn: int = 512,
+      max_len: int = 256,
+      *,
+      rngs: nnx.Rngs,
+  ):
     self.embed = nnx.Embed(vocab, dim, rngs=rngs)
     self.position = nnx.Embed(max_len, dim, rngs=rngs)
-    self.blocks = nnx.List([TransformerBlock(dim, heads, ffn, rngs=rngs)
-                            for _ in range(depth)])
+    self.blocks = nnx.List(
+        [TransformerBlock(dim, heads, ffn, rngs=rngs) for _ in range(depth)]
+    )
     self.ln = nnx.LayerNorm(dim, rngs=rngs)
     self.head = nnx.Linear(dim, vocab, rngs=rngs)
 
@@ -83,11 +93,13 @@ class Transformer(nnx.Module):
     return self.head(self.ln(x))
 
   def unit_pairs(self) -> list[tuple[str, str]]:
-    return [(f"blocks/{i}/up", f"blocks/{i}/down")
-            for i in range(len(self.blocks))]
+    return [
+        (f"blocks/{i}/up", f"blocks/{i}/down") for i in range(len(self.blocks))
+    ]
 
   def unit_spec(self) -> UnitSpec:
     """The :class:`~pathprox_jax.UnitSpec` of this model's current params."""
     pairs = self.unit_pairs()
-    return UnitSpec.from_pairs(nnx.state(self, nnx.Param), pairs,
-                               links=(False,) * (len(pairs) - 1))
+    return UnitSpec.from_pairs(
+        nnx.state(self, nnx.Param), pairs, links=(False,) * (len(pairs) - 1)
+    )

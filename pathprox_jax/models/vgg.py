@@ -12,8 +12,29 @@ from pathprox_jax.models.init import layer_inits
 from pathprox_jax.units import UnitSpec
 
 # Channels per conv, "M" = 2x2 max pool (the kuangliu/pytorch-cifar layout).
-VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_CONFIG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 class VGG19(nnx.Module):
@@ -43,26 +64,47 @@ class VGG19(nnx.Module):
     8
   """
 
-  def __init__(self, num_classes: int = 10, width_multiplier: float = 1.0, *,
-               channels: Sequence[int] | None = None, in_channels: int = 3,
-               init: str = "kaiming", rngs: nnx.Rngs):
+  def __init__(
+      self,
+      num_classes: int = 10,
+      width_multiplier: float = 1.0,
+      *,
+      channels: Sequence[int] | None = None,
+      in_channels: int = 3,
+      init: str = "kaiming",
+      rngs: nnx.Rngs,
+  ):
     convs = [c for c in VGG19_CONFIG if c != "M"]
     if channels is None:
       if width_multiplier <= 0:
-        raise ValueError(f"width_multiplier must be > 0; got {width_multiplier}.")
+        raise ValueError(
+            f"width_multiplier must be > 0; got {width_multiplier}."
+        )
       channels = [max(1, int(round(c * width_multiplier))) for c in convs]
     if len(channels) != len(convs):
-      raise ValueError(f"VGG19 has {len(convs)} convs; got {len(channels)} channels.")
+      raise ValueError(
+          f"VGG19 has {len(convs)} convs; got {len(channels)} channels."
+      )
     layers, c_in = [], in_channels
     for c_out in channels:
       k_init, b_init = layer_inits(init, 9 * c_in)
-      layers.append(nnx.Conv(c_in, c_out, (3, 3), padding="SAME",
-                             kernel_init=k_init, bias_init=b_init, rngs=rngs))
+      layers.append(
+          nnx.Conv(
+              c_in,
+              c_out,
+              (3, 3),
+              padding="SAME",
+              kernel_init=k_init,
+              bias_init=b_init,
+              rngs=rngs,
+          )
+      )
       c_in = c_out
     self.convs = nnx.List(layers)
     k_init, b_init = layer_inits("pytorch", c_in)
-    self.classifier = nnx.Linear(c_in, num_classes, kernel_init=k_init,
-                                 bias_init=b_init, rngs=rngs)
+    self.classifier = nnx.Linear(
+        c_in, num_classes, kernel_init=k_init, bias_init=b_init, rngs=rngs
+    )
 
   @property
   def channels(self) -> tuple[int, ...]:

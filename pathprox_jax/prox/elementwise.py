@@ -65,15 +65,15 @@ ArrayLike = jax.typing.ArrayLike
 ProxFn = Callable[..., Array]
 
 __all__ = [
-  "prox_l1",
-  "prox_l0",
-  "prox_l_half",
-  "prox_l_two_thirds",
-  "prox_binary",
-  "scalar_threshold",
-  "scalar_jump",
-  "get_lq_prox",
-  "SUPPORTED_Q",
+    "prox_l1",
+    "prox_l0",
+    "prox_l_half",
+    "prox_l_two_thirds",
+    "prox_binary",
+    "scalar_threshold",
+    "scalar_jump",
+    "get_lq_prox",
+    "SUPPORTED_Q",
 ]
 
 # Exponents q with a closed-form prox of mu * |y|^q.
@@ -81,7 +81,9 @@ SUPPORTED_Q: Tuple[float, ...] = (0.0, 0.5, 2.0 / 3.0, 1.0)
 
 # Unit-mu constants (mu = 1, i.e. after rescaling by s = mu^(1/(2-q))).
 _TAU_HALF = 1.5  # threshold of 0.5 (u - w)^2 + |u|^(1/2)
-_TAU_TWO_THIRDS = 2.0 * (2.0 / 3.0) ** 0.75  # threshold of 0.5 (u - w)^2 + |u|^(2/3)
+_TAU_TWO_THIRDS = (
+    2.0 * (2.0 / 3.0) ** 0.75
+)  # threshold of 0.5 (u - w)^2 + |u|^(2/3)
 _LOG_TAU_TWO_THIRDS = math.log(_TAU_TWO_THIRDS)
 # l_{2/3} closed form with lt = 2 mu = 2 (unit mu):
 #   c = (27/16) w^2 lt^(-3/2) = K w^2,   A = (2 / sqrt 3) lt^(1/4) sqrt(cosh(arccosh(c) / 3)).
@@ -98,14 +100,18 @@ def _prepare(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike):
   """Returns (z, mu, out_dtype): x and mu = max(weight_decay * scaling, 0) in compute dtype."""
   x = jnp.asarray(x)
   if jnp.issubdtype(x.dtype, jnp.complexfloating):
-    raise TypeError(f"Elementwise prox operators need real inputs, got {x.dtype}.")
+    raise TypeError(
+        f"Elementwise prox operators need real inputs, got {x.dtype}."
+    )
   if jnp.issubdtype(x.dtype, jnp.floating):
     out_dtype = x.dtype
   else:  # integers / bools: return the default float dtype
     out_dtype = jnp.result_type(float)
   compute_dtype = jnp.promote_types(out_dtype, jnp.float32)
   z = x.astype(compute_dtype)
-  mu = jnp.asarray(weight_decay, compute_dtype) * jnp.asarray(scaling, compute_dtype)
+  mu = jnp.asarray(weight_decay, compute_dtype) * jnp.asarray(
+      scaling, compute_dtype
+  )
   mu = jnp.broadcast_to(jnp.maximum(mu, 0), z.shape)
   return z, mu, out_dtype
 
@@ -151,11 +157,11 @@ def _l_two_thirds_core(z: Array, mu: Array) -> Array:
   #   phi = log c + log1p(sqrt(1 - c^-2)),  g := phi - 2 lw.
   logc = _LOG_K_TWO_THIRDS + 2.0 * lw
   g = _LOG_K_TWO_THIRDS + jnp.log1p(
-    jnp.sqrt(jnp.maximum(1.0 - jnp.exp(-2.0 * logc), 0.0))
+      jnp.sqrt(jnp.maximum(1.0 - jnp.exp(-2.0 * logc), 0.0))
   )
   # a = A / w^(1/3);  cosh(phi / 3) w^(-2/3) = (exp(g / 3) + exp(-(g + 4 lw) / 3)) / 2.
   a = _A_CONST_TWO_THIRDS * jnp.sqrt(
-    0.5 * (jnp.exp(g / 3.0) + jnp.exp(-(g + 4.0 * lw) / 3.0))
+      0.5 * (jnp.exp(g / 3.0) + jnp.exp(-(g + 4.0 * lw) / 3.0))
   )
   # y = ((A + sqrt(2 w / A - A^2)) / 2)^3 = w * ((a + sqrt(2 / a - a^2)) / 2)^3.
   ratio = ((a + jnp.sqrt(jnp.maximum(2.0 / a - a * a, 0.0))) / 2.0) ** 3
@@ -163,14 +169,16 @@ def _l_two_thirds_core(z: Array, mu: Array) -> Array:
 
 
 _CORES = {
-  0.0: _l0_core,
-  0.5: _l_half_core,
-  2.0 / 3.0: _l_two_thirds_core,
-  1.0: _l1_core,
+    0.0: _l0_core,
+    0.5: _l_half_core,
+    2.0 / 3.0: _l_two_thirds_core,
+    1.0: _l1_core,
 }
 
 
-def _apply(core, x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike) -> Array:
+def _apply(
+    core, x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike
+) -> Array:
   z, mu, out_dtype = _prepare(x, weight_decay, scaling)
   y = core(z, mu)
   return jnp.where(mu == 0, z, y).astype(out_dtype)
@@ -184,13 +192,15 @@ def _canonical_q(q, allowed=SUPPORTED_Q) -> float:
     qf = float(q)
   except Exception as e:  # tracers, strings, arrays with >1 element, ...
     raise ValueError(
-      f"q must be a static Python number in {allowed} (not a traced or array value); got {q!r}."
+        f"q must be a static Python number in {allowed} (not a traced or array"
+        f" value); got {q!r}."
     ) from e
   for cand in allowed:
     if math.isclose(qf, cand, rel_tol=0.0, abs_tol=1e-9):
       return cand
   raise ValueError(
-    f"Unsupported q={q!r}: closed-form prox available only for q in {allowed}."
+      f"Unsupported q={q!r}: closed-form prox available only for q in"
+      f" {allowed}."
   )
 
 
@@ -200,7 +210,9 @@ def _canonical_q(q, allowed=SUPPORTED_Q) -> float:
 
 
 @prox_function
-def prox_l1(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+def prox_l1(
+    x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0
+) -> Array:
   r"""Soft thresholding: prox of ``weight_decay * ||y||_1`` in the metric ``1 / scaling``.
 
   Implements ProxGen Sec. 2, Eq. (3), coordinate-wise::
@@ -230,7 +242,9 @@ def prox_l1(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> 
 
 
 @prox_function
-def prox_l0(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+def prox_l0(
+    x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0
+) -> Array:
   r"""Hard thresholding: prox of ``weight_decay * ||y||_0`` in the metric ``1 / scaling``.
 
   Implements ProxGen Sec. 2, Eq. (4), coordinate-wise::
@@ -251,7 +265,9 @@ def prox_l0(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> 
 
 
 @prox_function
-def prox_l_half(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+def prox_l_half(
+    x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0
+) -> Array:
   r"""Half thresholding: prox of ``weight_decay * sum_i |y_i|^(1/2)`` in the metric ``1 / scaling``.
 
   Closed form for q = 1/2 (ProxGen Sec. 2, "Examples of Proximal Mappings";
@@ -278,7 +294,9 @@ def prox_l_half(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0)
 
 
 @prox_function
-def prox_l_two_thirds(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0) -> Array:
+def prox_l_two_thirds(
+    x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0
+) -> Array:
   r"""Prox of ``weight_decay * sum_i |y_i|^(2/3)`` in the metric ``1 / scaling``.
 
   Closed form for q = 2/3 (ProxGen Sec. 2, "Examples of Proximal Mappings";
@@ -309,7 +327,10 @@ def prox_l_two_thirds(x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike 
 
 @prox_function
 def prox_binary(
-  x: ArrayLike, weight_decay: ArrayLike, scaling: ArrayLike = 1.0, q: float = 1.0
+    x: ArrayLike,
+    weight_decay: ArrayLike,
+    scaling: ArrayLike = 1.0,
+    q: float = 1.0,
 ) -> Array:
   r"""Revised ProxQuant: prox of ``weight_decay * sum_i ||y_i| - 1|^q`` in the metric ``1 / scaling``.
 
@@ -354,7 +375,9 @@ def prox_binary(
   """
   core = _CORES[_canonical_q(q)]
   z, mu, out_dtype = _prepare(x, weight_decay, scaling)
-  sgn = jnp.where(z >= 0, jnp.ones_like(z), -jnp.ones_like(z))  # -0.0 >= 0 is True
+  sgn = jnp.where(
+      z >= 0, jnp.ones_like(z), -jnp.ones_like(z)
+  )  # -0.0 >= 0 is True
   y = sgn + core(z - sgn, mu)
   return jnp.where(mu == 0, z, y).astype(out_dtype)
 
@@ -370,7 +393,9 @@ def _check_q_interval(q) -> float:
   try:
     qf = float(q)
   except Exception as e:
-    raise ValueError(f"q must be a static Python number in [0, 1]; got {q!r}.") from e
+    raise ValueError(
+        f"q must be a static Python number in [0, 1]; got {q!r}."
+    ) from e
   if not 0.0 <= qf <= 1.0:
     raise ValueError(f"q must lie in [0, 1], got {q!r}.")
   return qf
@@ -437,4 +462,9 @@ def get_lq_prox(q: float) -> ProxFn:
   return _PUBLIC[_canonical_q(q)]
 
 
-_PUBLIC = {0.0: prox_l0, 0.5: prox_l_half, 2.0 / 3.0: prox_l_two_thirds, 1.0: prox_l1}
+_PUBLIC = {
+    0.0: prox_l0,
+    0.5: prox_l_half,
+    2.0 / 3.0: prox_l_two_thirds,
+    1.0: prox_l1,
+}

@@ -13,7 +13,12 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from pathprox_jax._numerics import (accumulation_dtype, along, safe_sqrt, sums_of_squares)
+from pathprox_jax._numerics import (
+    accumulation_dtype,
+    along,
+    safe_sqrt,
+    sums_of_squares,
+)
 from pathprox_jax.units.weights import UnitWeights
 
 
@@ -42,8 +47,10 @@ def unit_norms(x: UnitWeights) -> tuple[jax.Array, jax.Array]:
     >>> unit_norms(x)
     (Array([5., 1.], dtype=float32), Array([1., 0.], dtype=float32))
   """
-  return (safe_sqrt(sums_of_squares(x.w, x.w_axes)),
-          safe_sqrt(sums_of_squares(x.v, x.v_axes)))
+  return (
+      safe_sqrt(sums_of_squares(x.w, x.w_axes)),
+      safe_sqrt(sums_of_squares(x.v, x.v_axes)),
+  )
 
 
 def group_path_norms(norms: Sequence[tuple[jax.Array, jax.Array]]) -> jax.Array:
@@ -64,13 +71,20 @@ def shrink_factors(norms: jax.Array, tau) -> jax.Array:
     >>> shrink_factors(jnp.array([2., 0.5, 0.]), 1.0)
     Array([0.5, 0. , 0. ], dtype=float32)
   """
-  return jnp.where(norms > tau, 1.0 - tau / jnp.where(norms > 0, norms, 1.0),
-                   0.0)
+  return jnp.where(
+      norms > tau, 1.0 - tau / jnp.where(norms > 0, norms, 1.0), 0.0
+  )
 
 
-def group_lasso_slices(xs: Sequence[jax.Array], weight_decay, scaling=1.0, *,
-                       axes: Sequence[int], norms: jax.Array | None = None,
-                       newton_steps: int = 20) -> tuple[jax.Array, ...]:
+def group_lasso_slices(
+    xs: Sequence[jax.Array],
+    weight_decay,
+    scaling=1.0,
+    *,
+    axes: Sequence[int],
+    norms: jax.Array | None = None,
+    newton_steps: int = 20,
+) -> tuple[jax.Array, ...]:
   r"""Prox of ``weight_decay * sum_k ||x_k||`` where group ``k`` spans every array's slice ``k``.
 
   ``argmin_y sum_j (y_j - x_j)^2 / (2 s_j) + weight_decay sum_k ||y_k||`` over all
@@ -108,36 +122,49 @@ def group_lasso_slices(xs: Sequence[jax.Array], weight_decay, scaling=1.0, *,
   acc = accumulation_dtype(xs[0].dtype)
   if not isinstance(scaling, (tuple, list)):
     if jnp.ndim(scaling) != 0:
-      raise ValueError("group_lasso_slices: an array scaling must be given as "
-                       "a tuple with one array per input.")
+      raise ValueError(
+          "group_lasso_slices: an array scaling must be given as "
+          "a tuple with one array per input."
+      )
     if norms is None:
       norms = safe_sqrt(sums_of_squares(xs, axes))
     tau = jnp.asarray(weight_decay, acc) * jnp.asarray(scaling, acc)
     factor = shrink_factors(norms, tau)
-    return tuple((x.astype(acc) * along(factor, x.ndim, a)).astype(x.dtype)
-                 for x, a in zip(xs, axes))
+    return tuple(
+        (x.astype(acc) * along(factor, x.ndim, a)).astype(x.dtype)
+        for x, a in zip(xs, axes)
+    )
 
-  def per_group(fn, arrays):      # reduce every array over its non-unit axes
+  def per_group(fn, arrays):  # reduce every array over its non-unit axes
     out = None
     for y, a in zip(arrays, axes):
       r = fn(y, axis=tuple(i for i in range(y.ndim) if i != a))
-      out = r if out is None else (jnp.minimum(out, r) if fn is jnp.min
-                                   else out + r)
+      out = (
+          r
+          if out is None
+          else (jnp.minimum(out, r) if fn is jnp.min else out + r)
+      )
     return out
 
   def bc(u, x, a):
     return along(u, x.ndim, a)
 
   z = tuple(x.astype(acc) for x in xs)
-  s = tuple(jnp.broadcast_to(jnp.asarray(sc, acc), zi.shape)
-            for sc, zi in zip(scaling, z))
+  s = tuple(
+      jnp.broadcast_to(jnp.asarray(sc, acc), zi.shape)
+      for sc, zi in zip(scaling, z)
+  )
   weight_decay = jnp.asarray(weight_decay, acc)
   smin = per_group(jnp.min, s)
-  live = smin > 0                     # a zero step: the prox is the identity
-  d = tuple(jnp.where(bc(live, si, a),
-                      bc(jnp.where(live, smin, 1.0), si, a)
-                      / jnp.where(si > 0, si, 1.0), 1.0)
-            for si, a in zip(s, axes))
+  live = smin > 0  # a zero step: the prox is the identity
+  d = tuple(
+      jnp.where(
+          bc(live, si, a),
+          bc(jnp.where(live, smin, 1.0), si, a) / jnp.where(si > 0, si, 1.0),
+          1.0,
+      )
+      for si, a in zip(s, axes)
+  )
   mu = weight_decay * jnp.where(live, smin, 0.0)
   dz = tuple(di * zi for di, zi in zip(d, z))
   ndz = safe_sqrt(per_group(jnp.sum, tuple(jnp.square(q) for q in dz)))
@@ -147,13 +174,16 @@ def group_lasso_slices(xs: Sequence[jax.Array], weight_decay, scaling=1.0, *,
   def newton(_, r):
     # Newton on the concave form 1 / ||t(r)|| = 1: converges in a few steps
     # even for ill-conditioned metrics.
-    safe = tuple(jnp.where(den > 0, den, 1.0) for den in
-                 (di * bc(r, di, a) + bc(mu, di, a)
-                  for di, a in zip(d, axes)))
+    safe = tuple(
+        jnp.where(den > 0, den, 1.0)
+        for den in (di * bc(r, di, a) + bc(mu, di, a) for di, a in zip(d, axes))
+    )
     t = tuple(q / sf for q, sf in zip(dz, safe))
     n = jnp.sqrt(per_group(jnp.sum, tuple(jnp.square(ti) for ti in t)))
-    slope = per_group(jnp.sum, tuple(jnp.square(ti) * di / sf
-                                     for ti, di, sf in zip(t, d, safe)))
+    slope = per_group(
+        jnp.sum,
+        tuple(jnp.square(ti) * di / sf for ti, di, sf in zip(t, d, safe)),
+    )
     step = (n - 1.0) * jnp.square(n) / jnp.where(slope > 0, slope, 1.0)
     return jnp.clip(r + step, lo, hi)
 
@@ -169,20 +199,30 @@ def group_lasso_slices(xs: Sequence[jax.Array], weight_decay, scaling=1.0, *,
     moved = jnp.any(jnp.abs(new - r) > 4 * jnp.finfo(acc).eps * new)
     return i + 1, new, moved
 
-  _, r, _ = jax.lax.while_loop(unconverged, body,
-                               (jnp.zeros([], jnp.int32), lo, jnp.array(True)))
+  _, r, _ = jax.lax.while_loop(
+      unconverged, body, (jnp.zeros([], jnp.int32), lo, jnp.array(True))
+  )
   out = []
   for x, zi, di, a in zip(xs, z, d, axes):
     denom = di * bc(r, di, a) + bc(mu, di, a)
-    y = jnp.where(bc(ndz > mu, di, a),
-                  zi * di * bc(r, di, a) / jnp.where(denom > 0, denom, 1.0), 0.0)
+    y = jnp.where(
+        bc(ndz > mu, di, a),
+        zi * di * bc(r, di, a) / jnp.where(denom > 0, denom, 1.0),
+        0.0,
+    )
     out.append(jnp.where(bc(live, di, a), y, zi).astype(x.dtype))
   return tuple(out)
 
 
-def prox_group_lasso(x: jax.Array, weight_decay, scaling=1.0, *,
-                     axis: int = 0, norms: jax.Array | None = None,
-                     newton_steps: int = 20) -> jax.Array:
+def prox_group_lasso(
+    x: jax.Array,
+    weight_decay,
+    scaling=1.0,
+    *,
+    axis: int = 0,
+    norms: jax.Array | None = None,
+    newton_steps: int = 20,
+) -> jax.Array:
   r"""Proximal operator of ``weight_decay * sum_k ||x_k||_2`` (group lasso), groups along ``axis``.
 
   The one-array form of :func:`group_lasso_slices`: with a scalar
@@ -214,5 +254,11 @@ def prox_group_lasso(x: jax.Array, weight_decay, scaling=1.0, *,
     ``docs/algorithms.md``, "Group lasso in a diagonal metric".
   """
   scaling = scaling if jnp.ndim(scaling) == 0 else (scaling,)
-  return group_lasso_slices((x,), weight_decay, scaling, axes=(axis,),
-                            norms=norms, newton_steps=newton_steps)[0]
+  return group_lasso_slices(
+      (x,),
+      weight_decay,
+      scaling,
+      axes=(axis,),
+      norms=norms,
+      newton_steps=newton_steps,
+  )[0]

@@ -11,11 +11,15 @@ from pathprox_jax.prox.sphere import project_unit_sphere
 from pathprox_jax.units.weights import UnitWeights
 
 
-def prox_path_norm(x: UnitWeights, weight_decay, scaling=1.0, *,
-                   include_bias_in_norm: bool = False,
-                   min_norm: float = MIN_NORM,
-                   norms: tuple[jax.Array, jax.Array] | None = None
-                   ) -> UnitWeights:
+def prox_path_norm(
+    x: UnitWeights,
+    weight_decay,
+    scaling=1.0,
+    *,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    norms: tuple[jax.Array, jax.Array] | None = None,
+) -> UnitWeights:
   r"""The PathProx proximal step for one group: project ``w``, shrink ``v``.
 
   The prox of ``weight_decay * sum_i ||v_i|| + sum_i I_S(w_i)`` (PathProx, Lemma
@@ -59,11 +63,13 @@ def prox_path_norm(x: UnitWeights, weight_decay, scaling=1.0, *,
     ``docs/algorithms.md``, "The PathProx step".
   """
   nw, nv = unit_norms(x) if norms is None else norms
-  y = project_unit_sphere(x, include_bias_in_norm=include_bias_in_norm,
-                          min_norm=min_norm, norms=nw)
+  y = project_unit_sphere(
+      x, include_bias_in_norm=include_bias_in_norm, min_norm=min_norm, norms=nw
+  )
   scalar = not isinstance(scaling, (tuple, list)) and jnp.ndim(scaling) == 0
   if not scalar and not isinstance(scaling, (tuple, list)):
     scaling = (scaling,)
-  v = group_lasso_slices(x.v, weight_decay, scaling, axes=x.v_axes,
-                         norms=nv if scalar else None)
+  v = group_lasso_slices(
+      x.v, weight_decay, scaling, axes=x.v_axes, norms=nv if scalar else None
+  )
   return y.replace(v=v)

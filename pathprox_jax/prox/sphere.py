@@ -5,15 +5,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pathprox_jax._numerics import (MIN_NORM, safe_inverse, safe_sqrt,
-                                    sums_of_squares)
+from pathprox_jax._numerics import (
+    MIN_NORM,
+    safe_inverse,
+    safe_sqrt,
+    sums_of_squares,
+)
 from pathprox_jax.units.weights import UnitWeights, scale_units
 
 
-def project_unit_sphere(x: UnitWeights, weight_decay=0.0, scaling=1.0, *,
-                        include_bias_in_norm: bool = False,
-                        min_norm: float = MIN_NORM,
-                        norms: jax.Array | None = None) -> UnitWeights:
+def project_unit_sphere(
+    x: UnitWeights,
+    weight_decay=0.0,
+    scaling=1.0,
+    *,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    norms: jax.Array | None = None,
+) -> UnitWeights:
   r"""Projects every unit's input weights onto the unit sphere.
 
   ``w_i <- w_i / ||w_i||``, the prox of the sphere indicator ``I_S``

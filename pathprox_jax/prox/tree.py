@@ -27,7 +27,9 @@ from pathprox_jax._checks import INJECT_HINT
 from pathprox_jax.prox.group import group_lasso_slices
 from pathprox_jax.units import UnitSpec, kernel_mask, path_str
 
-MaskOrFn = Any  # bool pytree (or a prefix of one), params -> bool pytree, or None
+MaskOrFn = (
+    Any  # bool pytree (or a prefix of one), params -> bool pytree, or None
+)
 
 
 def is_scalar(tree: Any) -> bool:
@@ -51,12 +53,16 @@ def mask_leaves(mask: MaskOrFn, params: Any, name: str) -> list[bool]:
     ...             {"enc": {"w": jnp.ones(2)}, "head": jnp.ones(1)}, "demo")
     [True, False]
   """
-  tree = (mask or kernel_mask)(params) if mask is None or callable(mask) else mask
+  tree = (
+      (mask or kernel_mask)(params) if mask is None or callable(mask) else mask
+  )
   table = {}
   for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if isinstance(leaf, jax.core.Tracer):
-      raise ValueError(f"{name}: mask entries must be static Python bools; "
-                       f"'{path_str(kp)}' is traced.")
+      raise ValueError(
+          f"{name}: mask entries must be static Python bools; "
+          f"'{path_str(kp)}' is traced."
+      )
     table[path_str(kp)] = bool(leaf)
   out = []
   for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -67,8 +73,10 @@ def mask_leaves(mask: MaskOrFn, params: Any, name: str) -> list[bool]:
         out.append(table[key])
         break
     else:
-      raise ValueError(f"{name}: the mask does not cover parameter "
-                       f"'{path_str(kp)}'. Mask paths: {sorted(table)}.")
+      raise ValueError(
+          f"{name}: the mask does not cover parameter "
+          f"'{path_str(kp)}'. Mask paths: {sorted(table)}."
+      )
   return out
 
 
@@ -76,9 +84,11 @@ def _refuse_one_argument(prox: Any, args: tuple) -> None:
   """``optax.inject_hyperparams`` calls every callable argument with the
   step count, as a schedule; say what to pass instead."""
   if len(args) != 2:
-    raise TypeError(f"{type(prox).__name__}(tree, weight_decay, scaling) was "
-                    f"called with {len(args) + 1} argument(s). If this is "
-                    f"inside an optimizer: {INJECT_HINT}.")
+    raise TypeError(
+        f"{type(prox).__name__}(tree, weight_decay, scaling) was "
+        f"called with {len(args) + 1} argument(s). If this is "
+        f"inside an optimizer: {INJECT_HINT}."
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -90,6 +100,7 @@ class ElementwiseProx:
     >>> ElementwiseProx(prox_l0)({"kernel": jnp.array([0.1, 2.0])}, 1.0, 1.0)
     {'kernel': Array([0., 2.], dtype=float32)}
   """
+
   prox: Callable[..., jax.Array]
   mask: MaskOrFn = None
 
@@ -97,20 +108,28 @@ class ElementwiseProx:
     _refuse_one_argument(self, args)
     weight_decay, scaling = args
     leaves, treedef = jax.tree.flatten(tree)
-    s = ([scaling] * len(leaves) if is_scalar(scaling)
-         else treedef.flatten_up_to(scaling))
+    s = (
+        [scaling] * len(leaves)
+        if is_scalar(scaling)
+        else treedef.flatten_up_to(scaling)
+    )
     on = mask_leaves(self.mask, tree, "prox")
-    return jax.tree.unflatten(treedef, [
-        self.prox(x, weight_decay, si) if use else x
-        for x, si, use in zip(leaves, s, on)])
+    return jax.tree.unflatten(
+        treedef,
+        [
+            self.prox(x, weight_decay, si) if use else x
+            for x, si, use in zip(leaves, s, on)
+        ],
+    )
 
   def check(self, params: Any, name: str) -> None:
     """Traces the prox abstractly on every masked leaf, so a wrong signature
     or a shape change fails at ``init``, naming the path."""
     reg0 = jnp.zeros([], jnp.float32)
     on = mask_leaves(self.mask, params, name)
-    for (kp, leaf), use in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                               on):
+    for (kp, leaf), use in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], on
+    ):
       if not use:
         continue
       try:
@@ -119,15 +138,19 @@ class ElementwiseProx:
         raise ValueError(
             f"{name}: prox failed on parameter '{path_str(kp)}' of shape "
             f"{jnp.shape(leaf)}; it must accept (x, weight_decay, scaling) "
-            f"with an array scaling shaped like x. Error: {e}") from e
+            f"with an array scaling shaped like x. Error: {e}"
+        ) from e
       if getattr(out, "shape", None) != jnp.shape(leaf):
-        raise ValueError(f"{name}: prox returned shape "
-                         f"{getattr(out, 'shape', None)} for parameter "
-                         f"'{path_str(kp)}' of shape {jnp.shape(leaf)}.")
+        raise ValueError(
+            f"{name}: prox returned shape "
+            f"{getattr(out, 'shape', None)} for parameter "
+            f"'{path_str(kp)}' of shape {jnp.shape(leaf)}."
+        )
 
 
-def elementwise(prox: Callable[..., jax.Array], mask: MaskOrFn = None
-                ) -> ElementwiseProx:
+def elementwise(
+    prox: Callable[..., jax.Array], mask: MaskOrFn = None
+) -> ElementwiseProx:
   """Lifts ``prox(x, weight_decay, scaling)`` to a tree prox on the masked leaves.
 
   Args:
@@ -143,7 +166,9 @@ def elementwise(prox: Callable[..., jax.Array], mask: MaskOrFn = None
     {'bias': Array([0.1], dtype=float32), 'kernel': Array([ 0.5, -0. ], dtype=float32)}
   """
   if not callable(prox):
-    raise TypeError(f"`prox` must be prox(x, weight_decay, scaling); got {prox!r}.")
+    raise TypeError(
+        f"`prox` must be prox(x, weight_decay, scaling); got {prox!r}."
+    )
   return ElementwiseProx(prox, mask)
 
 
@@ -158,6 +183,7 @@ class UnitGroupLasso:
     Array([[2.],
            [0.]], dtype=float32)
   """
+
   units: UnitSpec
 
   def __call__(self, tree: Any, *args: Any) -> Any:
@@ -168,8 +194,9 @@ class UnitGroupLasso:
     out = []
     for k, x in enumerate(groups):
       s = scaling if s_groups is None else tuple(s_groups[k].v)
-      out.append(x.replace(v=group_lasso_slices(x.v, weight_decay, s,
-                                                axes=x.v_axes)))
+      out.append(
+          x.replace(v=group_lasso_slices(x.v, weight_decay, s, axes=x.v_axes))
+      )
     return self.units.merge(out, rest)
 
   def check(self, params: Any, name: str) -> None:
@@ -201,8 +228,9 @@ def unit_group_lasso(units: UnitSpec) -> UnitGroupLasso:
     Yun, Lozano and Yang, ProxGen, arXiv:2007.07484, eq. 2.
   """
   if not isinstance(units, UnitSpec):
-    raise TypeError("`units` must be a pathprox_jax.UnitSpec; got "
-                    f"{type(units).__name__}.")
+    raise TypeError(
+        f"`units` must be a pathprox_jax.UnitSpec; got {type(units).__name__}."
+    )
   return UnitGroupLasso(units)
 
 
@@ -211,11 +239,15 @@ def as_tree_prox(prox: Any, mask: MaskOrFn, name: str) -> Any:
   :func:`elementwise` lift with ``mask``; a mask with a tree prox raises."""
   if callable(getattr(prox, "check", None)):
     if mask is not None:
-      raise ValueError(f"{name}: `mask` applies to an elementwise prox; a tree "
-                       f"prox ({type(prox).__name__}) chooses its own leaves.")
+      raise ValueError(
+          f"{name}: `mask` applies to an elementwise prox; a tree "
+          f"prox ({type(prox).__name__}) chooses its own leaves."
+      )
     return prox
   if not callable(prox):
-    raise TypeError(f"{name}: `prox` must be prox(x, weight_decay, scaling) or "
-                    f"a tree prox (e.g. ppx.prox.unit_group_lasso(units)); got "
-                    f"{prox!r}.")
+    raise TypeError(
+        f"{name}: `prox` must be prox(x, weight_decay, scaling) or "
+        "a tree prox (e.g. ppx.prox.unit_group_lasso(units)); got "
+        f"{prox!r}."
+    )
   return ElementwiseProx(prox, mask)

@@ -14,21 +14,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
-                                  check_number, check_schedule, check_units,
-                                  checked, scalar_at)
+from pathprox_jax._checks import (
+    ScalarOrSchedule,
+    check_float_params,
+    check_number,
+    check_schedule,
+    check_units,
+    checked,
+    scalar_at,
+)
 from pathprox_jax._numerics import DEAD_THRESHOLD, MIN_NORM
 from pathprox_jax.balance import balance_layers_groups
 from pathprox_jax.prox.group import unit_norms
 from pathprox_jax.prox.path import prox_path_norm
 from pathprox_jax.transforms.proxgen import adam_init, adam_moments
-from pathprox_jax.units import UNGROUPED_KERNEL, UnitSpec, UnitWeights, scale_units
+from pathprox_jax.units import (
+    UNGROUPED_KERNEL,
+    UnitSpec,
+    UnitWeights,
+    scale_units,
+)
 
 __all__ = ["adaptive_pathprox", "adaptive_prox_groups", "scale_moments"]
 
 
-def scale_moments(groups: Sequence[UnitWeights], c_in: jax.Array,
-                  c_out: jax.Array, power: int) -> list[UnitWeights]:
+def scale_moments(
+    groups: Sequence[UnitWeights], c_in: jax.Array, c_out: jax.Array, power: int
+) -> list[UnitWeights]:
   """Transforms moments like gradients under the balancing reparametrisation.
 
   Balancing multiplies a leaf by ``f`` (input bias ``c_in``, output kernel
@@ -44,16 +56,24 @@ def scale_moments(groups: Sequence[UnitWeights], c_in: jax.Array,
     >>> scale_moments([m], jnp.array([1.0]), jnp.array([2.0]), 2)[0].v[0]
     Array([[0.25]], dtype=float32)
   """
-  f_in, f_out = c_in ** -power, c_out ** -power
-  return [scale_units(x, b=f_in[g], v=f_out[g] / f_in[g], c=f_out[g])
-          for g, x in enumerate(groups)]
+  f_in, f_out = c_in**-power, c_out**-power
+  return [
+      scale_units(x, b=f_in[g], v=f_out[g] / f_in[g], c=f_out[g])
+      for g, x in enumerate(groups)
+  ]
 
 
-def adaptive_prox_groups(groups: Sequence[UnitWeights],
-                         v_groups: Sequence[UnitWeights], learning_rate,
-                         weight_decay, eps, *, norms=None,
-                         include_bias_in_norm: bool = False,
-                         min_norm: float = MIN_NORM) -> list[UnitWeights]:
+def adaptive_prox_groups(
+    groups: Sequence[UnitWeights],
+    v_groups: Sequence[UnitWeights],
+    learning_rate,
+    weight_decay,
+    eps,
+    *,
+    norms=None,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+) -> list[UnitWeights]:
   r"""The PathProx prox on split groups in Adam's metric ``d = sqrt(v^) + eps``.
 
   Every unit: ``w_i`` projected on the sphere, ``v_i`` shrunk by the group
@@ -74,21 +94,34 @@ def adaptive_prox_groups(groups: Sequence[UnitWeights],
   out = []
   for x, vg, n in zip(groups, v_groups, norms):
     scaling = tuple(safe_lr / (jnp.sqrt(v) + eps) for v in vg.v)
-    y = prox_path_norm(x, weight_decay, scaling,
-                       include_bias_in_norm=include_bias_in_norm,
-                       min_norm=min_norm, norms=n)
-    out.append(y.replace(v=tuple(jnp.where(active, a, b)
-                                 for a, b in zip(y.v, x.v))))
+    y = prox_path_norm(
+        x,
+        weight_decay,
+        scaling,
+        include_bias_in_norm=include_bias_in_norm,
+        min_norm=min_norm,
+        norms=n,
+    )
+    out.append(
+        y.replace(v=tuple(jnp.where(active, a, b) for a, b in zip(y.v, x.v)))
+    )
   return out
 
 
-def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
-                      units: UnitSpec, *, b1: float = 0.9, b2: float = 0.999,
-                      eps: float | None = None, bias_correction: bool = True,
-                      balance: bool = True, include_bias_in_norm: bool = False,
-                      min_norm: float = MIN_NORM,
-                      dead_threshold: float = DEAD_THRESHOLD
-                      ) -> optax.GradientTransformationExtraArgs:
+def adaptive_pathprox(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: float,
+    units: UnitSpec,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float | None = None,
+    bias_correction: bool = True,
+    balance: bool = True,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    dead_threshold: float = DEAD_THRESHOLD,
+) -> optax.GradientTransformationExtraArgs:
   r"""PathProx with Adam's step and Adam's metric for the group shrinkage.
 
   Not a published method: the PathProx paper lists adaptive variants as
@@ -199,30 +232,51 @@ def adaptive_pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     lr = scalar_at(learning_rate, state.count)
-    delta = (jnp.maximum(weight_decay / 10, 1e-8) if eps is None
-             else jnp.asarray(eps))
+    delta = (
+        jnp.maximum(weight_decay / 10, 1e-8)
+        if eps is None
+        else jnp.asarray(eps)
+    )
     ungrouped = units.mask(UNGROUPED_KERNEL)(params)
-    grads = jax.tree.map(lambda g, p, u: g + weight_decay * p if u else g,
-                         updates, params, ungrouped)
-    mu, nu, m_hat, v_hat, count_inc = adam_moments(grads, state, b1, b2,
-                                                   bias_correction)
-    z = jax.tree.map(lambda p, m, v: p - lr * m / (jnp.sqrt(v) + delta),
-                     params, m_hat, v_hat)
+    grads = jax.tree.map(
+        lambda g, p, u: g + weight_decay * p if u else g,
+        updates,
+        params,
+        ungrouped,
+    )
+    mu, nu, m_hat, v_hat, count_inc = adam_moments(
+        grads, state, b1, b2, bias_correction
+    )
+    z = jax.tree.map(
+        lambda p, m, v: p - lr * m / (jnp.sqrt(v) + delta), params, m_hat, v_hat
+    )
     groups, rest = units.split(z)
     v_groups, _ = units.split(v_hat)
     norms = [unit_norms(x) for x in groups]
     if balance:
       groups, norms, (c_in, c_out) = balance_layers_groups(
-          groups, norms, links=units.links, dead_threshold=dead_threshold)
+          groups, norms, links=units.links, dead_threshold=dead_threshold
+      )
       (mu_g, mu_rest), (nu_g, nu_rest) = units.split(mu), units.split(nu)
       mu = units.merge(scale_moments(mu_g, c_in, c_out, 1), mu_rest)
       nu = units.merge(scale_moments(nu_g, c_in, c_out, 2), nu_rest)
       v_groups = scale_moments(v_groups, c_in, c_out, 2)
-    z = units.merge(adaptive_prox_groups(
-        groups, v_groups, lr, weight_decay, delta, norms=norms,
-        include_bias_in_norm=include_bias_in_norm, min_norm=min_norm), rest)
+    z = units.merge(
+        adaptive_prox_groups(
+            groups,
+            v_groups,
+            lr,
+            weight_decay,
+            delta,
+            norms=norms,
+            include_bias_in_norm=include_bias_in_norm,
+            min_norm=min_norm,
+        ),
+        rest,
+    )
     out = jax.tree.map(lambda n, p: (n - p).astype(p.dtype), z, params)
     return out, optax.ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
-  return checked(name, units,
-                 optax.GradientTransformationExtraArgs(init_fn, update_fn))
+  return checked(
+      name, units, optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  )

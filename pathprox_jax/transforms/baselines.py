@@ -35,15 +35,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
-                                  check_number, check_schedule, require_params,
-                                  scalar_at)
+from pathprox_jax._checks import (
+    ScalarOrSchedule,
+    check_float_params,
+    check_number,
+    check_schedule,
+    require_params,
+    scalar_at,
+)
 from pathprox_jax.prox.elementwise import get_lq_prox, prox_binary
 from pathprox_jax.prox.tree import MaskOrFn, mask_leaves
 from pathprox_jax.transforms.proxgen import adam_family, check_adam_args
 
-__all__ = ["lq_subgradient", "subgradient_adam", "prox_sgd_two_stage",
-           "proxquant"]
+__all__ = [
+    "lq_subgradient",
+    "subgradient_adam",
+    "prox_sgd_two_stage",
+    "proxquant",
+]
 
 
 def lq_subgradient_value(x: jax.Array, q: float, guard: float) -> jax.Array:
@@ -62,9 +71,13 @@ def lq_subgradient_value(x: jax.Array, q: float, guard: float) -> jax.Array:
   return q * jnp.sign(x) * mag ** (q - 1.0)
 
 
-def lq_subgradient(weight_decay: ScalarOrSchedule, q: float = 1.0, *,
-                   mask: MaskOrFn = None, guard: float = 1e-8
-                   ) -> optax.GradientTransformationExtraArgs:
+def lq_subgradient(
+    weight_decay: ScalarOrSchedule,
+    q: float = 1.0,
+    *,
+    mask: MaskOrFn = None,
+    guard: float = 1e-8,
+) -> optax.GradientTransformationExtraArgs:
   r"""Adds ``weight_decay * d/dtheta sum |theta|^q`` to the updates (like ``add_decayed_weights``).
 
   Place it before the optimizer, e.g. ``chain(lq_subgradient(1e-4, 0.5),
@@ -97,7 +110,8 @@ def lq_subgradient(weight_decay: ScalarOrSchedule, q: float = 1.0, *,
     raise ValueError(
         f"lq_subgradient needs 0 < q <= 1; got q={q}. The l0 penalty has zero "
         "gradient wherever it is differentiable, so its 'subgradient method' "
-        "is the unregularised optimizer; use proxgen_adam(..., prox_l0, ...).")
+        "is the unregularised optimizer; use proxgen_adam(..., prox_l0, ...)."
+    )
 
   def init_fn(params):
     check_float_params(params, "lq_subgradient")
@@ -112,19 +126,31 @@ def lq_subgradient(weight_decay: ScalarOrSchedule, q: float = 1.0, *,
     on = mask_leaves(mask, params, "lq_subgradient")
     p_leaves, treedef = jax.tree.flatten(params)
     u_leaves = treedef.flatten_up_to(updates)
-    out = [(u + lam * lq_subgradient_value(p, q, guard)).astype(u.dtype)
-           if use else u for u, p, use in zip(u_leaves, p_leaves, on)]
-    return (jax.tree.unflatten(treedef, out),
-            optax.ScaleByScheduleState(count=optax.safe_increment(state.count)))
+    out = [
+        (u + lam * lq_subgradient_value(p, q, guard)).astype(u.dtype)
+        if use
+        else u
+        for u, p, use in zip(u_leaves, p_leaves, on)
+    ]
+    return (
+        jax.tree.unflatten(treedef, out),
+        optax.ScaleByScheduleState(count=optax.safe_increment(state.count)),
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def subgradient_adam(learning_rate: ScalarOrSchedule,
-                     weight_decay: ScalarOrSchedule, q: float = 1.0, *,
-                     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                     mask: MaskOrFn = None, guard: float = 1e-8
-                     ) -> optax.GradientTransformationExtraArgs:
+def subgradient_adam(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: ScalarOrSchedule,
+    q: float = 1.0,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: MaskOrFn = None,
+    guard: float = 1e-8,
+) -> optax.GradientTransformationExtraArgs:
   r"""Adam on ``loss + weight_decay * sum |theta|^q`` via its subgradient ("Sub-Adam").
 
   ``chain(lq_subgradient(weight_decay, q, mask=mask, guard=guard),
@@ -138,15 +164,23 @@ def subgradient_adam(learning_rate: ScalarOrSchedule,
     >>> state = tx.init({"kernel": jnp.ones((2, 2))})
   """
   check_adam_args("subgradient_adam", learning_rate, weight_decay, b1, b2, eps)
-  return optax.chain(lq_subgradient(weight_decay, q, mask=mask, guard=guard),
-                     optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
+  return optax.chain(
+      lq_subgradient(weight_decay, q, mask=mask, guard=guard),
+      optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
+  )
 
 
-def prox_sgd_two_stage(learning_rate: ScalarOrSchedule,
-                       weight_decay: ScalarOrSchedule, prox: Any, *,
-                       b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                       bias_correction: bool = True, mask: MaskOrFn = None
-                       ) -> optax.GradientTransformationExtraArgs:
+def prox_sgd_two_stage(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: ScalarOrSchedule,
+    prox: Any,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    bias_correction: bool = True,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Prox-SGD's two-stage update (ProxGen eqs. 5-6) with Adam's moments.
 
   ::
@@ -171,14 +205,31 @@ def prox_sgd_two_stage(learning_rate: ScalarOrSchedule,
     >>> [round(float(v), 4) for v in optax.apply_updates(params, u)["kernel"]]
     [0.25, 1.2]
   """
-  return adam_family("prox_sgd_two_stage", learning_rate, weight_decay, prox,
-                     b1, b2, eps, bias_correction, mask, rule="two_stage")
+  return adam_family(
+      "prox_sgd_two_stage",
+      learning_rate,
+      weight_decay,
+      prox,
+      b1,
+      b2,
+      eps,
+      bias_correction,
+      mask,
+      rule="two_stage",
+  )
 
 
-def proxquant(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
-              *, q: float = 1.0, b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-8, bias_correction: bool = True,
-              mask: MaskOrFn = None) -> optax.GradientTransformationExtraArgs:
+def proxquant(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: ScalarOrSchedule,
+    *,
+    q: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    bias_correction: bool = True,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Original ProxQuant with Adam (ProxGen Table 2, top row).
 
   ``theta+ = prox_{alpha_t lambda R_bin}(theta - alpha_t m^ / d)`` with the
@@ -195,5 +246,16 @@ def proxquant(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
 
   def binary(x, weight_decay, scaling):
     return prox_binary(x, weight_decay, scaling, q=q)
-  return adam_family("proxquant", learning_rate, weight_decay, binary, b1, b2,
-                     eps, bias_correction, mask, rule="uniform")
+
+  return adam_family(
+      "proxquant",
+      learning_rate,
+      weight_decay,
+      binary,
+      b1,
+      b2,
+      eps,
+      bias_correction,
+      mask,
+      rule="uniform",
+  )

@@ -13,8 +13,9 @@ from pathprox_jax.units import UnitSpec, UnitWeights
 GroupsFn = Callable[[list[UnitWeights]], list[UnitWeights]]
 
 
-def prox_update(units: UnitSpec, updates: Any, params: Any, fn: GroupsFn
-                ) -> Any:
+def prox_update(
+    units: UnitSpec, updates: Any, params: Any, fn: GroupsFn
+) -> Any:
   """Turns a map of the grouped weights into an optax update.
 
   With ``z = params + updates`` on the grouped leaves, returns updates
@@ -24,20 +25,29 @@ def prox_update(units: UnitSpec, updates: Any, params: Any, fn: GroupsFn
   """
   p_groups, _ = units.split(params)
   u_groups, rest = units.split(updates)
-  z = [jax.tree.map(lambda p, u: p + u.astype(p.dtype), pg, ug)
-       for pg, ug in zip(p_groups, u_groups)]
+  z = [
+      jax.tree.map(lambda p, u: p + u.astype(p.dtype), pg, ug)
+      for pg, ug in zip(p_groups, u_groups)
+  ]
   new = fn(z)
 
   def delta(n, zz, p, u):
     return u if n is zz else (n - p).astype(u.dtype)
-  return units.merge([jax.tree.map(delta, n, zz, p, u)
-                      for n, zz, p, u in zip(new, z, p_groups, u_groups)],
-                     rest)
+
+  return units.merge(
+      [
+          jax.tree.map(delta, n, zz, p, u)
+          for n, zz, p, u in zip(new, z, p_groups, u_groups)
+      ],
+      rest,
+  )
 
 
-def map_groups_update(units: UnitSpec, fn: GroupsFn
-                      ) -> optax.GradientTransformationExtraArgs:
+def map_groups_update(
+    units: UnitSpec, fn: GroupsFn
+) -> optax.GradientTransformationExtraArgs:
   """:func:`map_units` without the argument and params checks."""
+
   def init_fn(params):
     del params
     return optax.EmptyState()
@@ -49,8 +59,9 @@ def map_groups_update(units: UnitSpec, fn: GroupsFn
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def map_units(units: UnitSpec, fn: GroupsFn
-              ) -> optax.GradientTransformationExtraArgs:
+def map_units(
+    units: UnitSpec, fn: GroupsFn
+) -> optax.GradientTransformationExtraArgs:
   """A transform applying ``fn`` to every group's weights after the incoming update.
 
   ``fn`` maps the list of split :class:`~pathprox_jax.units.UnitWeights` of

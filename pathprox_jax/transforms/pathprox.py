@@ -22,9 +22,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax._checks import (ScalarOrSchedule, check_number,
-                                  check_schedule, check_units, checked,
-                                  scalar_at)
+from pathprox_jax._checks import (
+    ScalarOrSchedule,
+    check_number,
+    check_schedule,
+    check_units,
+    checked,
+    scalar_at,
+)
 from pathprox_jax._numerics import DEAD_THRESHOLD, MIN_NORM
 from pathprox_jax.balance import balance_layers_groups
 from pathprox_jax.prox.group import unit_norms
@@ -43,15 +48,21 @@ class PathProxState(NamedTuple):
     >>> ppx.pathprox_update(0.1, 1e-4, ppx.UnitSpec.from_pairs(p, [("a", "b")])).init(p)
     PathProxState(count=Array(0, dtype=int32))
   """
+
   count: jax.Array
 
 
-def pathprox_groups(groups: Sequence[UnitWeights], learning_rate,
-                    weight_decay, *, links: Sequence[bool] | None = None,
-                    balance: bool = True, include_bias_in_norm: bool = False,
-                    min_norm: float = MIN_NORM,
-                    dead_threshold: float = DEAD_THRESHOLD
-                    ) -> list[UnitWeights]:
+def pathprox_groups(
+    groups: Sequence[UnitWeights],
+    learning_rate,
+    weight_decay,
+    *,
+    links: Sequence[bool] | None = None,
+    balance: bool = True,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    dead_threshold: float = DEAD_THRESHOLD,
+) -> list[UnitWeights]:
   r"""The PathProx step on split groups: balancing, then the prox.
 
   Layer-wise balancing (optional, along ``links``), then
@@ -74,16 +85,28 @@ def pathprox_groups(groups: Sequence[UnitWeights], learning_rate,
   norms = [unit_norms(x) for x in groups]
   if balance:
     groups, norms, _ = balance_layers_groups(
-        groups, norms, links=links, dead_threshold=dead_threshold,
-        prox_threshold=weight_decay * learning_rate)
-  return [prox_path_norm(x, weight_decay, learning_rate,
-                         include_bias_in_norm=include_bias_in_norm,
-                         min_norm=min_norm, norms=n)
-          for x, n in zip(groups, norms)]
+        groups,
+        norms,
+        links=links,
+        dead_threshold=dead_threshold,
+        prox_threshold=weight_decay * learning_rate,
+    )
+  return [
+      prox_path_norm(
+          x,
+          weight_decay,
+          learning_rate,
+          include_bias_in_norm=include_bias_in_norm,
+          min_norm=min_norm,
+          norms=n,
+      )
+      for x, n in zip(groups, norms)
+  ]
 
 
-def _check_prox_args(learning_rate, weight_decay, units, min_norm,
-                     dead_threshold) -> None:
+def _check_prox_args(
+    learning_rate, weight_decay, units, min_norm, dead_threshold
+) -> None:
   check_units(units)
   check_number("learning_rate", learning_rate, schedule=True)
   check_number("weight_decay", weight_decay)
@@ -91,9 +114,11 @@ def _check_prox_args(learning_rate, weight_decay, units, min_norm,
   check_number("dead_threshold", dead_threshold)
 
 
-def _pathprox_update(learning_rate, weight_decay, units, **options
-                     ) -> optax.GradientTransformationExtraArgs:
+def _pathprox_update(
+    learning_rate, weight_decay, units, **options
+) -> optax.GradientTransformationExtraArgs:
   """:func:`pathprox_update` without the argument and params checks."""
+
   def init_fn(params):
     del params
     check_schedule("learning_rate", learning_rate)
@@ -102,19 +127,29 @@ def _pathprox_update(learning_rate, weight_decay, units, **options
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     lr = scalar_at(learning_rate, state.count)
-    updates = prox_update(units, updates, params, lambda z: pathprox_groups(
-        z, lr, weight_decay, links=units.links, **options))
+    updates = prox_update(
+        units,
+        updates,
+        params,
+        lambda z: pathprox_groups(
+            z, lr, weight_decay, links=units.links, **options
+        ),
+    )
     return updates, PathProxState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def pathprox_update(learning_rate: ScalarOrSchedule, weight_decay: float,
-                    units: UnitSpec, *, balance: bool = True,
-                    include_bias_in_norm: bool = False,
-                    min_norm: float = MIN_NORM,
-                    dead_threshold: float = DEAD_THRESHOLD
-                    ) -> optax.GradientTransformationExtraArgs:
+def pathprox_update(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: float,
+    units: UnitSpec,
+    *,
+    balance: bool = True,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    dead_threshold: float = DEAD_THRESHOLD,
+) -> optax.GradientTransformationExtraArgs:
   r"""The PathProx proximal step as an update, to be placed last in a chain.
 
   From the incoming ``updates`` (e.g. ``-lr * grad`` from ``optax.sgd``) it
@@ -159,20 +194,34 @@ def pathprox_update(learning_rate: ScalarOrSchedule, weight_decay: float,
     Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1 and Appendix B;
     ``docs/algorithms.md``, "The PathProx step".
   """
-  _check_prox_args(learning_rate, weight_decay, units, min_norm,
-                   dead_threshold)
-  return checked("pathprox_update", units, _pathprox_update(
-      learning_rate, weight_decay, units, balance=balance,
-      include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
-      dead_threshold=dead_threshold))
+  _check_prox_args(learning_rate, weight_decay, units, min_norm, dead_threshold)
+  return checked(
+      "pathprox_update",
+      units,
+      _pathprox_update(
+          learning_rate,
+          weight_decay,
+          units,
+          balance=balance,
+          include_bias_in_norm=include_bias_in_norm,
+          min_norm=min_norm,
+          dead_threshold=dead_threshold,
+      ),
+  )
 
 
-def pathprox_params(params: Any, units: UnitSpec,
-                    learning_rate: ScalarOrSchedule, weight_decay: float, *,
-                    step: jax.Array | int | None = None, balance: bool = True,
-                    include_bias_in_norm: bool = False,
-                    min_norm: float = MIN_NORM,
-                    dead_threshold: float = DEAD_THRESHOLD) -> Any:
+def pathprox_params(
+    params: Any,
+    units: UnitSpec,
+    learning_rate: ScalarOrSchedule,
+    weight_decay: float,
+    *,
+    step: jax.Array | int | None = None,
+    balance: bool = True,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    dead_threshold: float = DEAD_THRESHOLD,
+) -> Any:
   r"""The PathProx proximal step applied to ``params`` in place.
 
   The math of :func:`pathprox_update` as a pure function of the params,
@@ -211,23 +260,33 @@ def pathprox_params(params: Any, units: UnitSpec,
   References:
     Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1.
   """
-  _check_prox_args(learning_rate, weight_decay, units, min_norm,
-                   dead_threshold)
+  _check_prox_args(learning_rate, weight_decay, units, min_norm, dead_threshold)
   if callable(learning_rate):
     if step is None:
-      raise ValueError("pathprox_params: learning_rate is a schedule; pass "
-                       "step=<the step count of the gradient step>.")
+      raise ValueError(
+          "pathprox_params: learning_rate is a schedule; pass "
+          "step=<the step count of the gradient step>."
+      )
     learning_rate = learning_rate(step)
   groups, rest = units.split(params)
-  return units.merge(pathprox_groups(
-      groups, learning_rate, weight_decay, links=units.links, balance=balance,
-      include_bias_in_norm=include_bias_in_norm, min_norm=min_norm,
-      dead_threshold=dead_threshold), rest)
+  return units.merge(
+      pathprox_groups(
+          groups,
+          learning_rate,
+          weight_decay,
+          links=units.links,
+          balance=balance,
+          include_bias_in_norm=include_bias_in_norm,
+          min_norm=min_norm,
+          dead_threshold=dead_threshold,
+      ),
+      rest,
+  )
 
 
-def balance_layers_update(units: UnitSpec, *,
-                          dead_threshold: float = DEAD_THRESHOLD
-                          ) -> optax.GradientTransformationExtraArgs:
+def balance_layers_update(
+    units: UnitSpec, *, dead_threshold: float = DEAD_THRESHOLD
+) -> optax.GradientTransformationExtraArgs:
   r"""Layer-wise balancing (PathProx, Appendix B) as a transform.
 
   From ``z = params + updates`` it returns ``balance(z) - params``: every
@@ -250,19 +309,30 @@ def balance_layers_update(units: UnitSpec, *,
   """
   check_units(units)
   check_number("dead_threshold", dead_threshold)
-  return checked("balance_layers_update", units, map_groups_update(
-      units, lambda z: balance_layers_groups(
-          z, [unit_norms(x) for x in z], links=units.links,
-          dead_threshold=dead_threshold)[0]))
+  return checked(
+      "balance_layers_update",
+      units,
+      map_groups_update(
+          units,
+          lambda z: balance_layers_groups(
+              z,
+              [unit_norms(x) for x in z],
+              links=units.links,
+              dead_threshold=dead_threshold,
+          )[0],
+      ),
+  )
 
 
 def _ungrouped_weight_decay(weight_decay, units):
-  return optax.add_decayed_weights(weight_decay,
-                                   mask=units.mask(UNGROUPED_KERNEL))
+  return optax.add_decayed_weights(
+      weight_decay, mask=units.mask(UNGROUPED_KERNEL)
+  )
 
 
-def ungrouped_weight_decay(weight_decay: float, units: UnitSpec
-                           ) -> optax.GradientTransformationExtraArgs:
+def ungrouped_weight_decay(
+    weight_decay: float, units: UnitSpec
+) -> optax.GradientTransformationExtraArgs:
   r"""Coupled weight decay ``g + lambda K`` on the kernels in no unit group.
 
   The weight decay objective charges ``lambda/2 ||K||^2`` on every kernel;
@@ -284,22 +354,31 @@ def ungrouped_weight_decay(weight_decay: float, units: UnitSpec
   """
   check_units(units)
   check_number("weight_decay", weight_decay)
-  return checked("ungrouped_weight_decay", units,
-                 _ungrouped_weight_decay(weight_decay, units), proximal=False)
+  return checked(
+      "ungrouped_weight_decay",
+      units,
+      _ungrouped_weight_decay(weight_decay, units),
+      proximal=False,
+  )
 
 
 def _gradient_parts(learning_rate, weight_decay, units, momentum, nesterov):
   check_number("momentum", momentum, 0.0, 1.0)
   use_momentum = not (isinstance(momentum, (int, float)) and momentum == 0)
-  return (_ungrouped_weight_decay(weight_decay, units),
-          optax.sgd(learning_rate, momentum if use_momentum else None,
-                    nesterov))
+  return (
+      _ungrouped_weight_decay(weight_decay, units),
+      optax.sgd(learning_rate, momentum if use_momentum else None, nesterov),
+  )
 
 
-def pathprox_gradient(learning_rate: ScalarOrSchedule, weight_decay: float,
-                      units: UnitSpec, *, momentum: float = 0.0,
-                      nesterov: bool = False
-                      ) -> optax.GradientTransformationExtraArgs:
+def pathprox_gradient(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: float,
+    units: UnitSpec,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
   r"""The gradient step of PathProx, for use with :func:`pathprox_params`.
 
   ``chain(ungrouped_weight_decay(weight_decay, units), sgd)``: ordinary
@@ -316,16 +395,30 @@ def pathprox_gradient(learning_rate: ScalarOrSchedule, weight_decay: float,
   check_units(units)
   check_number("learning_rate", learning_rate, schedule=True)
   check_number("weight_decay", weight_decay)
-  return checked("pathprox_gradient", units, optax.chain(*_gradient_parts(
-      learning_rate, weight_decay, units, momentum, nesterov)), proximal=False)
+  return checked(
+      "pathprox_gradient",
+      units,
+      optax.chain(
+          *_gradient_parts(
+              learning_rate, weight_decay, units, momentum, nesterov
+          )
+      ),
+      proximal=False,
+  )
 
 
-def pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
-             units: UnitSpec, *, momentum: float = 0.0, nesterov: bool = False,
-             balance: bool = True, include_bias_in_norm: bool = False,
-             min_norm: float = MIN_NORM,
-             dead_threshold: float = DEAD_THRESHOLD
-             ) -> optax.GradientTransformationExtraArgs:
+def pathprox(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: float,
+    units: UnitSpec,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    balance: bool = True,
+    include_bias_in_norm: bool = False,
+    min_norm: float = MIN_NORM,
+    dead_threshold: float = DEAD_THRESHOLD,
+) -> optax.GradientTransformationExtraArgs:
   r"""PathProx, the full Algorithm 4.1: SGD, balancing, proximal step.
 
   Minimises the path-norm objective ``L(W) + lambda sum_i ||w_i|| ||v_i|| +
@@ -367,10 +460,22 @@ def pathprox(learning_rate: ScalarOrSchedule, weight_decay: float,
     Yang et al., PathProx, arXiv:2210.03069, Algorithm 4.1;
     ``docs/algorithms.md``, "The PathProx step".
   """
-  _check_prox_args(learning_rate, weight_decay, units, min_norm,
-                   dead_threshold)
-  return checked("pathprox", units, optax.chain(
-      *_gradient_parts(learning_rate, weight_decay, units, momentum, nesterov),
-      _pathprox_update(learning_rate, weight_decay, units, balance=balance,
-                       include_bias_in_norm=include_bias_in_norm,
-                       min_norm=min_norm, dead_threshold=dead_threshold)))
+  _check_prox_args(learning_rate, weight_decay, units, min_norm, dead_threshold)
+  return checked(
+      "pathprox",
+      units,
+      optax.chain(
+          *_gradient_parts(
+              learning_rate, weight_decay, units, momentum, nesterov
+          ),
+          _pathprox_update(
+              learning_rate,
+              weight_decay,
+              units,
+              balance=balance,
+              include_bias_in_norm=include_bias_in_norm,
+              min_norm=min_norm,
+              dead_threshold=dead_threshold,
+          ),
+      ),
+  )

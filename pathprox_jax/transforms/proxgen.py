@@ -32,9 +32,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pathprox_jax._checks import (ScalarOrSchedule, check_float_params,
-                                  check_number, check_schedule, checked,
-                                  scalar_at)
+from pathprox_jax._checks import (
+    ScalarOrSchedule,
+    check_float_params,
+    check_number,
+    check_schedule,
+    checked,
+    scalar_at,
+)
 from pathprox_jax._numerics import accumulation_dtype
 from pathprox_jax.prox.tree import MaskOrFn, as_tree_prox
 
@@ -62,8 +67,9 @@ def identity_at_zero_step(learning_rate, new: Any, z: Any) -> Any:
 # --------------------------------------------------------------------------
 
 
-def adam_moments(grads: Any, state: optax.ScaleByAdamState, b1, b2,
-                 bias_correction: bool):
+def adam_moments(
+    grads: Any, state: optax.ScaleByAdamState, b1, b2, bias_correction: bool
+):
   """Adam's moment update; returns ``(mu, nu, m_hat, v_hat, count + 1)``.
 
   Examples:
@@ -90,11 +96,15 @@ def adam_init(params: Any) -> optax.ScaleByAdamState:
     >>> adam_init({"w": jnp.ones(2, jnp.float16)}).mu["w"].dtype
     dtype('float32')
   """
+
   def zeros(p):
     return jnp.zeros(jnp.shape(p), accumulation_dtype(jnp.result_type(p)))
-  return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
-                                mu=jax.tree.map(zeros, params),
-                                nu=jax.tree.map(zeros, params))
+
+  return optax.ScaleByAdamState(
+      count=jnp.zeros([], jnp.int32),
+      mu=jax.tree.map(zeros, params),
+      nu=jax.tree.map(zeros, params),
+  )
 
 
 def check_adam_args(name, learning_rate, weight_decay, b1, b2, eps) -> None:
@@ -110,9 +120,19 @@ def check_adam_args(name, learning_rate, weight_decay, b1, b2, eps) -> None:
 # --------------------------------------------------------------------------
 
 
-def adam_family(name: str, learning_rate, weight_decay, prox, b1, b2, eps,
-                bias_correction, mask, *, rule: str = "proxgen"
-                ) -> optax.GradientTransformationExtraArgs:
+def adam_family(
+    name: str,
+    learning_rate,
+    weight_decay,
+    prox,
+    b1,
+    b2,
+    eps,
+    bias_correction,
+    mask,
+    *,
+    rule: str = "proxgen",
+) -> optax.GradientTransformationExtraArgs:
   """ProxGen-Adam and its two comparison rules (see ``baselines.py``).
 
   * ``"proxgen"``: ``theta+ = prox(theta - lr m/d; lambda, lr/d)`` (ProxGen eq. 2);
@@ -131,16 +151,18 @@ def adam_family(name: str, learning_rate, weight_decay, prox, b1, b2, eps,
     del extra_args
     lr = scalar_at(learning_rate, state.count)
     lam = scalar_at(weight_decay, state.count)
-    mu, nu, m_hat, v_hat, count_inc = adam_moments(updates, state, b1, b2,
-                                                   bias_correction)
+    mu, nu, m_hat, v_hat, count_inc = adam_moments(
+        updates, state, b1, b2, bias_correction
+    )
     inv_d = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v) + eps), v_hat)
     if rule == "two_stage":
       # Prox-SGD: the quadratic subproblem without the learning rate, then a
       # step of length lr towards its solution.
       z = jax.tree.map(lambda p, m, i: p - i * m, params, m_hat, inv_d)
       target = prox(z, lam, inv_d)
-      out = jax.tree.map(lambda t, p: (lr * (t - p)).astype(p.dtype), target,
-                         params)
+      out = jax.tree.map(
+          lambda t, p: (lr * (t - p)).astype(p.dtype), target, params
+      )
     else:
       if rule == "uniform":
         scaling = lr
@@ -152,15 +174,22 @@ def adam_family(name: str, learning_rate, weight_decay, prox, b1, b2, eps,
       out = jax.tree.map(lambda n, p: (n - p).astype(p.dtype), new, params)
     return out, optax.ScaleByAdamState(count=count_inc, mu=mu, nu=nu)
 
-  return checked(name, None,
-                 optax.GradientTransformationExtraArgs(init_fn, update_fn))
+  return checked(
+      name, None, optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  )
 
 
-def proxgen_adam(learning_rate: ScalarOrSchedule,
-                 weight_decay: ScalarOrSchedule, prox: Any, *,
-                 b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                 bias_correction: bool = True, mask: MaskOrFn = None
-                 ) -> optax.GradientTransformationExtraArgs:
+def proxgen_adam(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: ScalarOrSchedule,
+    prox: Any,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    bias_correction: bool = True,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Proximal Adam (ProxGen, Algorithm 1 with Adam's preconditioner).
 
   Each step, with ``t`` counted from 1 and ``alpha_t = learning_rate(t - 1)``::
@@ -222,8 +251,17 @@ def proxgen_adam(learning_rate: ScalarOrSchedule,
   References:
     Yun, Lozano and Yang, ProxGen, arXiv:2007.07484, Algorithm 1, eqs. 2-4.
   """
-  return adam_family("proxgen_adam", learning_rate, weight_decay, prox, b1, b2,
-                     eps, bias_correction, mask)
+  return adam_family(
+      "proxgen_adam",
+      learning_rate,
+      weight_decay,
+      prox,
+      b1,
+      b2,
+      eps,
+      bias_correction,
+      mask,
+  )
 
 
 class ProxGenSGDState(NamedTuple):
@@ -235,14 +273,20 @@ class ProxGenSGDState(NamedTuple):
     >>> ppx.proxgen_sgd(0.1, 1e-3, ppx.prox.prox_l1).init({"w": jnp.ones(2)}).trace is None
     True
   """
+
   count: jax.Array
   trace: Any
 
 
-def proxgen_sgd(learning_rate: ScalarOrSchedule,
-                weight_decay: ScalarOrSchedule, prox: Any, *,
-                momentum: float = 0.0, nesterov: bool = False,
-                mask: MaskOrFn = None) -> optax.GradientTransformationExtraArgs:
+def proxgen_sgd(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: ScalarOrSchedule,
+    prox: Any,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Proximal SGD (ProxGen with ``C_t = 0, delta = 1``): ``prox(theta - lr m, lambda, lr)``.
 
   ``m`` is the gradient, or with ``momentum`` the heavy-ball trace of
@@ -294,13 +338,18 @@ def proxgen_sgd(learning_rate: ScalarOrSchedule,
     trace, direction = None, updates
     if use_trace:
       trace = jax.tree.map(lambda g, t: g + momentum * t, updates, state.trace)
-      direction = (jax.tree.map(lambda g, t: g + momentum * t, updates, trace)
-                   if nesterov else trace)
+      direction = (
+          jax.tree.map(lambda g, t: g + momentum * t, updates, trace)
+          if nesterov
+          else trace
+      )
     z = jax.tree.map(lambda p, d: p - lr * d, params, direction)
     new = identity_at_zero_step(lr, prox(z, lam, lr), z)
     out = jax.tree.map(lambda n, p: (n - p).astype(p.dtype), new, params)
-    return out, ProxGenSGDState(count=optax.safe_increment(state.count),
-                                trace=trace)
+    return out, ProxGenSGDState(
+        count=optax.safe_increment(state.count), trace=trace
+    )
 
-  return checked(name, None,
-                 optax.GradientTransformationExtraArgs(init_fn, update_fn))
+  return checked(
+      name, None, optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  )

@@ -68,8 +68,9 @@ def leaf_index(tree: Any) -> tuple[list[Any], Any, dict[str, int]]:
   for i, (kp, _) in enumerate(flat):
     p = path_str(kp)
     if p in index:
-      raise ValueError(f"Two parameter leaves have the same path '{p}'; "
-                       "rename one of them.")
+      raise ValueError(
+          f"Two parameter leaves have the same path '{p}'; rename one of them."
+      )
     index[p] = i
   return [leaf for _, leaf in flat], treedef, index
 
@@ -97,6 +98,5 @@ def kernel_mask(params: Any) -> Any:
     {'fc': {'bias': False, 'kernel': True}}
   """
   return jax.tree_util.tree_map_with_path(
-      lambda kp, leaf: is_kernel(path_str(kp), leaf), params)
-
-
+      lambda kp, leaf: is_kernel(path_str(kp), leaf), params
+  )

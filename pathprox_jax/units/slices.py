@@ -58,6 +58,7 @@ class Slice:
     >>> Slice("fc/kernel", 1, view=(49, 8, 10))   # Dense after a 7x7x8 flatten
     Slice('fc/kernel', axis=1, view=(49, 8, 10))
   """
+
   path: str
   axis: int
   view: Shape | None = None
@@ -67,9 +68,11 @@ class Slice:
   shape: Shape | None = None
 
   def __repr__(self) -> str:
-    extra = "".join(f", {f}={getattr(self, f)!r}" for f in
-                    ("view", "bias", "out_axes", "conv")
-                    if getattr(self, f) is not None)
+    extra = "".join(
+        f", {f}={getattr(self, f)!r}"
+        for f in ("view", "bias", "out_axes", "conv")
+        if getattr(self, f) is not None
+    )
     return f"Slice({self.path!r}, axis={self.axis}{extra})"
 
   @property
@@ -86,11 +89,16 @@ class Slice:
   def leaf_axis(self) -> int | None:
     """The leaf axis that holds the unit axis of the view (``None`` if the
     unit axis spans several leaf axes, e.g. a view merging two axes)."""
-    post = math.prod(self.view[self.axis + 1:])
+    post = math.prod(self.view[self.axis + 1 :])
     block = self.num_units * post
     for j in range(len(self.shape)):
-      inner = math.prod(self.shape[j + 1:])
-      if inner and post % inner == 0 and block and (self.shape[j] * inner) % block == 0:
+      inner = math.prod(self.shape[j + 1 :])
+      if (
+          inner
+          and post % inner == 0
+          and block
+          and (self.shape[j] * inner) % block == 0
+      ):
         return j
     return None
 
@@ -108,7 +116,8 @@ class Slice:
       raise ValueError(
           f"'{self.path}': the unit axis {self.axis} of view {self.view} spans "
           f"several axes of the leaf shape {self.shape}; a subset of its units "
-          "has no leaf shape. Cut whole leaf axes instead.")
+          "has no leaf shape. Cut whole leaf axes instead."
+      )
     view, shape = list(self.view), list(self.shape)
     view[self.axis] = num_units
     shape[j] = shape[j] // self.num_units * num_units
@@ -121,14 +130,20 @@ def as_slice(item: Any, what: str, default_axis: int | None = None) -> Slice:
     return item
   if isinstance(item, str):
     if default_axis is None:
-      raise ValueError(f"{what} '{item}': give the unit axis, as "
-                       f"Slice('{item}', axis) or ('{item}', axis).")
+      raise ValueError(
+          f"{what} '{item}': give the unit axis, as "
+          f"Slice('{item}', axis) or ('{item}', axis)."
+      )
     return Slice(item, default_axis)
-  if isinstance(item, (tuple, list)) and len(item) == 2 \
-      and isinstance(item[0], str):
+  if (
+      isinstance(item, (tuple, list))
+      and len(item) == 2
+      and isinstance(item[0], str)
+  ):
     return Slice(item[0], int(item[1]))
-  raise TypeError(f"{what}: expected a Slice, a (path, axis) pair or a path; "
-                  f"got {item!r}.")
+  raise TypeError(
+      f"{what}: expected a Slice, a (path, axis) pair or a path; got {item!r}."
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,21 +172,32 @@ class UnitGroup:
     >>> [s.path for s in g.outputs]
     ['head_a/kernel', 'head_b/kernel']
   """
+
   inputs: tuple[Slice, ...]
   outputs: tuple[Slice, ...]
   biases: tuple[Slice, ...] = ()
   passengers: tuple[Slice, ...] = ()
 
   def __post_init__(self):
-    for name, default in (("inputs", None), ("outputs", None), ("biases", 0),
-                          ("passengers", 0)):
+    for name, default in (
+        ("inputs", None),
+        ("outputs", None),
+        ("biases", 0),
+        ("passengers", 0),
+    ):
       items = getattr(self, name)
       if isinstance(items, (str, Slice)) or (
-          isinstance(items, tuple) and len(items) == 2
-          and isinstance(items[0], str) and isinstance(items[1], int)):
+          isinstance(items, tuple)
+          and len(items) == 2
+          and isinstance(items[0], str)
+          and isinstance(items[1], int)
+      ):
         items = (items,)
-      object.__setattr__(self, name, tuple(
-          as_slice(x, f"UnitGroup {name}", default) for x in items))
+      object.__setattr__(
+          self,
+          name,
+          tuple(as_slice(x, f"UnitGroup {name}", default) for x in items),
+      )
 
   @property
   def num_units(self) -> int:
@@ -192,13 +218,15 @@ class UnitGroup:
 
   def resized(self, num_units: int) -> "UnitGroup":
     """The group with every slice cut to ``num_units`` units."""
-    return UnitGroup(*(tuple(s.resized(num_units) for s in part)
-                       for part in (self.inputs, self.outputs, self.biases,
-                                    self.passengers)))
+    return UnitGroup(*(
+        tuple(s.resized(num_units) for s in part)
+        for part in (self.inputs, self.outputs, self.biases, self.passengers)
+    ))
 
   def describe(self) -> str:
     def layers(slices):
       return ", ".join(dict.fromkeys(s.path.rsplit("/", 1)[0] for s in slices))
+
     return f"{layers(self.inputs)} -> {layers(self.outputs)}"
 
 
@@ -206,14 +234,19 @@ class UnitGroup:
 def _leaf(leaves, index, path: str, what: str):
   if path not in index:
     near = sorted(p for p in index if p.split("/")[0] == path.split("/")[0])
-    hint = (f" Leaves under '{path.split('/')[0]}': {near}." if near else
-            f" Top-level keys: {sorted({p.split('/')[0] for p in index})}.")
+    hint = (
+        f" Leaves under '{path.split('/')[0]}': {near}."
+        if near
+        else f" Top-level keys: {sorted({p.split('/')[0] for p in index})}."
+    )
     raise ValueError(f"{what} '{path}' is not in the params.{hint}")
   leaf = leaves[index[path]]
   dtype = jnp.result_type(leaf)
   if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"{what} '{path}' has dtype {dtype}; PathProx needs real "
-                     "floating-point weights.")
+    raise ValueError(
+        f"{what} '{path}' has dtype {dtype}; PathProx needs real "
+        "floating-point weights."
+    )
   return tuple(np.shape(leaf))
 
 
@@ -222,32 +255,42 @@ def resolve_slice(s: Slice, leaves, index, what: str, output: bool) -> Slice:
   shape = _leaf(leaves, index, s.path, what)
   view = shape if s.view is None else tuple(int(d) for d in s.view)
   if math.prod(view) != math.prod(shape):
-    raise ValueError(f"{what} '{s.path}': view {view} has {math.prod(view)} "
-                     f"entries but the leaf has shape {shape}.")
+    raise ValueError(
+        f"{what} '{s.path}': view {view} has {math.prod(view)} "
+        f"entries but the leaf has shape {shape}."
+    )
   if not -len(view) <= s.axis < len(view):
-    raise ValueError(f"{what} '{s.path}': unit axis {s.axis} is out of range "
-                     f"for shape {view}.")
+    raise ValueError(
+        f"{what} '{s.path}': unit axis {s.axis} is out of range "
+        f"for shape {view}."
+    )
   axis = s.axis % len(view)
   if not output:
     if s.bias is not None or s.out_axes is not None or s.conv is not None:
-      raise ValueError(f"{what} '{s.path}': bias, out_axes and conv describe "
-                       "output slices only.")
+      raise ValueError(
+          f"{what} '{s.path}': bias, out_axes and conv describe "
+          "output slices only."
+      )
     return dataclasses.replace(s, axis=axis, view=view, shape=shape)
   out_axes = s.out_axes
   if out_axes is None:
     out_axes = (0,) if axis == len(view) - 1 else (len(view) - 1,)
   out_axes = tuple(sorted({a % len(view) for a in out_axes}))
-  if axis in out_axes or any(not -len(view) <= a < len(view)
-                             for a in (s.out_axes or ())):
-    raise ValueError(f"{what} '{s.path}': out_axes {s.out_axes} must be axes of "
-                     f"{view} other than the unit axis {axis}.")
+  if axis in out_axes or any(
+      not -len(view) <= a < len(view) for a in s.out_axes or ()
+  ):
+    raise ValueError(
+        f"{what} '{s.path}': out_axes {s.out_axes} must be axes of "
+        f"{view} other than the unit axis {axis}."
+    )
   if s.bias is not None:
     bshape = _leaf(leaves, index, s.bias, f"Bias of {what.lower()}")
     want = math.prod(view[a] for a in out_axes)
     if math.prod(bshape) != want:
       raise ValueError(
           f"Bias '{s.bias}' has shape {bshape}, but {what.lower()} '{s.path}' "
-          f"(view {view}) has {want} outputs on out_axes {out_axes}.")
+          f"(view {view}) has {want} outputs on out_axes {out_axes}."
+      )
   conv = len(shape) > 2 if s.conv is None else bool(s.conv)
   return Slice(s.path, axis, view, s.bias, out_axes, conv, shape)
 
@@ -255,18 +298,33 @@ def resolve_slice(s: Slice, leaves, index, what: str, output: bool) -> Slice:
 def resolve_group(group: UnitGroup, leaves, index, k: int) -> UnitGroup:
   """Validates one group: every slice, and the same unit count in all of them."""
   if not group.inputs or not group.outputs:
-    raise ValueError(f"Group {k} needs at least one input and one output "
-                     f"slice; got {len(group.inputs)} and {len(group.outputs)}.")
-  parts = [tuple(resolve_slice(s, leaves, index, f"Group {k}: {what} slice",
-                               output=(what == "output"))
-                 for s in slices)
-           for what, slices in (("input", group.inputs),
-                                ("output", group.outputs),
-                                ("input bias", group.biases),
-                                ("passenger", group.passengers))]
+    raise ValueError(
+        f"Group {k} needs at least one input and one output "
+        f"slice; got {len(group.inputs)} and {len(group.outputs)}."
+    )
+  parts = [
+      tuple(
+          resolve_slice(
+              s,
+              leaves,
+              index,
+              f"Group {k}: {what} slice",
+              output=(what == "output"),
+          )
+          for s in slices
+      )
+      for what, slices in (
+          ("input", group.inputs),
+          ("output", group.outputs),
+          ("input bias", group.biases),
+          ("passenger", group.passengers),
+      )
+  ]
   resolved = UnitGroup(*parts)
-  counts = {f"'{s.path}' (view {s.view}, axis {s.axis})": s.num_units
-            for s in resolved.slices()}
+  counts = {
+      f"'{s.path}' (view {s.view}, axis {s.axis})": s.num_units
+      for s in resolved.slices()
+  }
   if len(set(counts.values())) > 1:
     listing = "; ".join(f"{p}: {n}" for p, n in counts.items())
     raise ValueError(f"Unit-count mismatch in group {k}: {listing}.")
@@ -281,6 +339,8 @@ def check_disjoint(groups: Sequence[UnitGroup]) -> None:
       if p in owner:
         where = "twice in group" if owner[p] == k else "in groups"
         ids = f"{k}" if owner[p] == k else f"{owner[p]} and {k}"
-        raise ValueError(f"Leaf '{p}' is used {where} {ids}. Groups must be "
-                         "disjoint: every leaf belongs to at most one group.")
+        raise ValueError(
+            f"Leaf '{p}' is used {where} {ids}. Groups must be "
+            "disjoint: every leaf belongs to at most one group."
+        )
       owner[p] = k

@@ -12,8 +12,7 @@ import numpy as np
 
 from pathprox_jax.units.layouts import detect_layout, pair_group
 from pathprox_jax.units.paths import is_kernel, leaf_index, path_str
-from pathprox_jax.units.slices import (UnitGroup, check_disjoint,
-                                       resolve_group)
+from pathprox_jax.units.slices import UnitGroup, check_disjoint, resolve_group
 from pathprox_jax.units.weights import UnitWeights
 
 INPUT_KERNEL = "input_kernel"
@@ -22,12 +21,19 @@ OUTPUT_KERNEL = "output_kernel"
 OUTPUT_BIAS = "output_bias"
 UNGROUPED_KERNEL = "ungrouped_kernel"
 OTHER = "other"
-LABELS = (INPUT_KERNEL, INPUT_BIAS, OUTPUT_KERNEL, OUTPUT_BIAS,
-          UNGROUPED_KERNEL, OTHER)
+LABELS = (
+    INPUT_KERNEL,
+    INPUT_BIAS,
+    OUTPUT_KERNEL,
+    OUTPUT_BIAS,
+    UNGROUPED_KERNEL,
+    OTHER,
+)
 
 
 class UnitMasks(NamedTuple):
   """Boolean pytrees with the structure of the params, one per role."""
+
   input_kernel: Any
   input_bias: Any
   output_kernel: Any
@@ -73,6 +79,7 @@ class UnitSpec:
     >>> spec.num_units, spec.role("fc1/bias")
     ((4,), 'input_bias')
   """
+
   groups: tuple[UnitGroup, ...]
   ungrouped_kernels: tuple[str, ...]
   links: tuple[bool, ...] = ()
@@ -81,8 +88,13 @@ class UnitSpec:
 
   # ------------------------------------------------------------------ build
   @classmethod
-  def from_groups(cls, params: Any, groups: Sequence[UnitGroup], *,
-                  links: Sequence[bool] | None = None) -> "UnitSpec":
+  def from_groups(
+      cls,
+      params: Any,
+      groups: Sequence[UnitGroup],
+      *,
+      links: Sequence[bool] | None = None,
+  ) -> "UnitSpec":
     """Validates explicit unit groups against ``params``.
 
     Args:
@@ -119,27 +131,40 @@ class UnitSpec:
       raise ValueError("A UnitSpec needs at least one unit group; got none.")
     for k, g in enumerate(groups):
       if not isinstance(g, UnitGroup):
-        raise TypeError(f"Group {k} is {type(g).__name__}; expected a "
-                        "pathprox_jax.UnitGroup.")
+        raise TypeError(
+            f"Group {k} is {type(g).__name__}; expected a "
+            "pathprox_jax.UnitGroup."
+        )
     leaves, _, index = leaf_index(params)
-    resolved = tuple(resolve_group(g, leaves, index, k)
-                     for k, g in enumerate(groups))
+    resolved = tuple(
+        resolve_group(g, leaves, index, k) for k, g in enumerate(groups)
+    )
     check_disjoint(resolved)
     grouped = {s.path for g in resolved for s in g.inputs + g.outputs}
-    kernels = tuple(p for p, i in index.items()
-                    if is_kernel(p, leaves[i]) and p not in grouped)
+    kernels = tuple(
+        p
+        for p, i in index.items()
+        if is_kernel(p, leaves[i]) and p not in grouped
+    )
     if links is None:
       links = (True,) * (len(resolved) - 1)
     links = tuple(bool(x) for x in links)
     if len(links) != len(resolved) - 1:
-      raise ValueError(f"links has {len(links)} entries; {len(resolved)} "
-                       f"groups need {len(resolved) - 1}.")
+      raise ValueError(
+          f"links has {len(links)} entries; {len(resolved)} "
+          f"groups need {len(resolved) - 1}."
+      )
     return cls(resolved, kernels, links)
 
   @classmethod
-  def from_pairs(cls, params: Any, pairs: Sequence[tuple[str, str]], *,
-                 layout: str = "auto",
-                 links: Sequence[bool] | None = None) -> "UnitSpec":
+  def from_pairs(
+      cls,
+      params: Any,
+      pairs: Sequence[tuple[str, str]],
+      *,
+      layout: str = "auto",
+      links: Sequence[bool] | None = None,
+  ) -> "UnitSpec":
     """One group per ``(input layer, output layer)`` pair.
 
     Unit ``i`` is output channel ``i`` of the input layer (its kernel slice
@@ -177,20 +202,32 @@ class UnitSpec:
     """
     pairs = list(pairs)
     if not pairs:
-      raise ValueError("UnitSpec.from_pairs needs at least one "
-                       "(input_layer, output_layer) pair; got none.")
+      raise ValueError(
+          "UnitSpec.from_pairs needs at least one "
+          "(input_layer, output_layer) pair; got none."
+      )
     leaves, _, index = leaf_index(params)
     names = []
     for k, pair in enumerate(pairs):
       if len(pair) != 2:
-        raise ValueError(f"Pair {k} is {pair!r}; expected (input_layer, "
-                         "output_layer).")
-      names.append(tuple((p if isinstance(p, str) else "/".join(map(str, p)))
-                         .strip("/") for p in pair))
+        raise ValueError(
+            f"Pair {k} is {pair!r}; expected (input_layer, output_layer)."
+        )
+      names.append(
+          tuple(
+              (p if isinstance(p, str) else "/".join(map(str, p))).strip("/")
+              for p in pair
+          )
+      )
     lay = detect_layout([l for pair in names for l in pair], index, layout)
-    return cls.from_groups(params, [pair_group(leaves, index, a, b, lay, k)
-                                    for k, (a, b) in enumerate(names)],
-                           links=links)
+    return cls.from_groups(
+        params,
+        [
+            pair_group(leaves, index, a, b, lay, k)
+            for k, (a, b) in enumerate(names)
+        ],
+        links=links,
+    )
 
   # ---------------------------------------------------------------- queries
   @property
@@ -220,7 +257,8 @@ class UnitSpec:
     """A pytree of role labels shaped like ``params``
     (usable as ``optax.partition(transforms, spec.labels)``)."""
     return jax.tree_util.tree_map_with_path(
-        lambda kp, _: self.role(path_str(kp)), params)
+        lambda kp, _: self.role(path_str(kp)), params
+    )
 
   def mask(self, *roles: str) -> Callable[[Any], Any]:
     """A function ``params -> bool pytree`` selecting the given roles
@@ -231,7 +269,9 @@ class UnitSpec:
 
     def fn(params):
       return jax.tree_util.tree_map_with_path(
-          lambda kp, _: self.role(path_str(kp)) in roles, params)
+          lambda kp, _: self.role(path_str(kp)) in roles, params
+      )
+
     return fn
 
   def masks(self, params: Any) -> UnitMasks:
@@ -252,24 +292,29 @@ class UnitSpec:
     for k, g in enumerate(self.groups):
       for path in [s.path for s in g.slices()] + list(g.output_biases):
         if path not in index:
-          raise ValueError(f"Group {k}: '{path}' is missing from the {where} "
-                           "(a mask or a filter must keep every grouped "
-                           "leaf).")
+          raise ValueError(
+              f"Group {k}: '{path}' is missing from the {where} "
+              "(a mask or a filter must keep every grouped "
+              "leaf)."
+          )
       for s in g.slices():
         leaf = leaves[index[s.path]]
         if tuple(np.shape(leaf)) != s.shape:
           raise ValueError(
               f"Group {k}: '{s.path}' has shape {tuple(np.shape(leaf))} in "
               f"the {where}, but the UnitSpec was built for shape {s.shape}. "
-              "Rebuild the spec.")
+              "Rebuild the spec."
+          )
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
           raise ValueError(
               f"Group {k}: '{s.path}' has dtype {jnp.result_type(leaf)} in "
-              f"the {where}; PathProx needs real floating-point weights.")
+              f"the {where}; PathProx needs real floating-point weights."
+          )
 
   # --------------------------------------------------------- split / merge
-  def split(self, tree: Any, where: str = "params"
-            ) -> tuple[list[UnitWeights], Rest]:
+  def split(
+      self, tree: Any, where: str = "params"
+  ) -> tuple[list[UnitWeights], Rest]:
     """Every group's :class:`~pathprox_jax.units.UnitWeights` from a params-shaped
     tree (params, updates, optimizer moments), and the :class:`Rest` to
     :meth:`merge` them back into.
@@ -294,17 +339,25 @@ class UnitSpec:
 
     def views(slices):
       return tuple(jnp.reshape(leaves[index[s.path]], s.view) for s in slices)
-    groups = [UnitWeights(views(g.inputs), views(g.biases), views(g.outputs),
-                          tuple(leaves[index[p]] for p in g.output_biases),
-                          tuple(s.axis for s in g.inputs),
-                          tuple(s.axis for s in g.biases),
-                          tuple(s.axis for s in g.outputs))
-              for g in self.groups]
+
+    groups = [
+        UnitWeights(
+            views(g.inputs),
+            views(g.biases),
+            views(g.outputs),
+            tuple(leaves[index[p]] for p in g.output_biases),
+            tuple(s.axis for s in g.inputs),
+            tuple(s.axis for s in g.biases),
+            tuple(s.axis for s in g.outputs),
+        )
+        for g in self.groups
+    ]
     return groups, Rest(treedef, tuple(leaves))
 
   def merge(self, groups: Sequence[UnitWeights], rest: Rest) -> Any:
     """The tree of :meth:`split` with every grouped leaf replaced by its
-    value in ``groups`` (each view reshaped back and cast to the leaf's dtype)."""
+    value in ``groups`` (each view reshaped back and cast to the leaf's dtype).
+    """
     index = _positions(rest.treedef)
     leaves = list(rest.leaves)
     for g, x in zip(self.groups, groups):
@@ -315,19 +368,22 @@ class UnitSpec:
       for path, value in pairs:
         i = index[path]
         leaves[i] = jnp.reshape(value, np.shape(leaves[i])).astype(
-            jnp.result_type(leaves[i]))
+            jnp.result_type(leaves[i])
+        )
     return jax.tree_util.tree_unflatten(rest.treedef, leaves)
 
-  def map_groups(self, tree: Any, fn: Callable[[UnitWeights], UnitWeights]
-                 ) -> Any:
+  def map_groups(
+      self, tree: Any, fn: Callable[[UnitWeights], UnitWeights]
+  ) -> Any:
     """``merge([fn(x) for x in groups], rest)`` with ``groups, rest = split(tree)``."""
     groups, rest = self.split(tree)
     return self.merge([fn(x) for x in groups], rest)
 
   # ------------------------------------------------------------------ print
   def __repr__(self) -> str:
-    body = ", ".join(f"({g.describe()}: {g.num_units} units)"
-                     for g in self.groups)
+    body = ", ".join(
+        f"({g.describe()}: {g.num_units} units)" for g in self.groups
+    )
     return f"UnitSpec[{body}]"
 
   def report(self) -> str:
@@ -336,29 +392,47 @@ class UnitSpec:
     rejected. ``print(spec.report())``."""
     rows = []
     for k, g in enumerate(self.groups):
-      for role, slices in ((INPUT_KERNEL, g.inputs), (INPUT_BIAS, g.biases),
-                           (OUTPUT_KERNEL, g.outputs)):
+      for role, slices in (
+          (INPUT_KERNEL, g.inputs),
+          (INPUT_BIAS, g.biases),
+          (OUTPUT_KERNEL, g.outputs),
+      ):
         for s in slices:
           view = "" if s.view == s.shape else str(s.view)
           rows.append((str(k), role, s.path, str(s.shape), view, str(s.axis)))
       rows += [(str(k), OUTPUT_BIAS, p, "", "", "") for p in g.output_biases]
-    rows += [("-", UNGROUPED_KERNEL, p, "", "", "")
-             for p in self.ungrouped_kernels]
-    text = [_table(("group", "role", "path", "shape", "view", "unit axis"), rows)]
-    how = "checked on the graph" if self.links_checked else "assumed (hand-built spec)"
+    rows += [
+        ("-", UNGROUPED_KERNEL, p, "", "", "") for p in self.ungrouped_kernels
+    ]
+    text = [
+        _table(("group", "role", "path", "shape", "view", "unit axis"), rows)
+    ]
+    how = (
+        "checked on the graph"
+        if self.links_checked
+        else "assumed (hand-built spec)"
+    )
     text.append(f"\nlayer-wise balancing between consecutive groups ({how}):")
-    text += [f"  {g} -> {g + 1}: {'exact' if ok else 'not exact: balancing does not pass a scale here'}"
-             for g, ok in enumerate(self.links)] or ["  (one group)"]
+    text += [
+        f"  {g} -> {g + 1}:"
+        f" {'exact' if ok else 'not exact: balancing does not pass a scale here'}"
+        for g, ok in enumerate(self.links)
+    ] or ["  (one group)"]
     if self.findings:
       text.append("\nnot grouped:")
-      text.append(_table(("path", "finding", "reason"),
-                         [(f.path, f.role, f.reason) for f in self.findings]))
+      text.append(
+          _table(
+              ("path", "finding", "reason"),
+              [(f.path, f.role, f.reason) for f in self.findings],
+          )
+      )
     return "\n".join(text)
 
 
 class Rest(NamedTuple):
   """What :meth:`UnitSpec.split` leaves aside: the tree structure and all
   leaves (grouped ones included, for their shapes and dtypes)."""
+
   treedef: Any
   leaves: tuple
 
@@ -367,8 +441,12 @@ class Rest(NamedTuple):
 def _positions(treedef) -> dict[str, int]:
   """``{path: leaf position}`` of a tree structure, computed once per
   structure and cached (the path index of :meth:`UnitSpec.split`)."""
-  paths = [path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(
-      jax.tree_util.tree_unflatten(treedef, [0] * treedef.num_leaves))[0]]
+  paths = [
+      path_str(kp)
+      for kp, _ in jax.tree_util.tree_flatten_with_path(
+          jax.tree_util.tree_unflatten(treedef, [0] * treedef.num_leaves)
+      )[0]
+  ]
   index = {p: i for i, p in enumerate(paths)}
   if len(index) != len(paths):
     leaf_index(jax.tree_util.tree_unflatten(treedef, paths))  # names the clash
@@ -376,8 +454,11 @@ def _positions(treedef) -> dict[str, int]:
 
 
 def _table(header, rows) -> str:
-  widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-            for i, h in enumerate(header)]
+  widths = [
+      max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+      for i, h in enumerate(header)
+  ]
   fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-  return "\n".join([fmt(header), fmt(["-" * w for w in widths])]
-                   + [fmt(r) for r in rows])
+  return "\n".join(
+      [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+  )

@@ -21,7 +21,8 @@ from pathprox_jax._numerics import along, scale
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=("w", "b", "v", "c"),
-    meta_fields=("w_axes", "b_axes", "v_axes"))
+    meta_fields=("w_axes", "b_axes", "v_axes"),
+)
 @dataclasses.dataclass(frozen=True)
 class UnitWeights:
   """One group's weights: tuples of arrays, each with its unit axis.
@@ -39,6 +40,7 @@ class UnitWeights:
     >>> x.num_units, x.w_axes, x.v_axes
     (4, (1,), (0,))
   """
+
   w: tuple[jax.Array, ...]
   b: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
@@ -48,12 +50,20 @@ class UnitWeights:
   v_axes: tuple[int, ...]
 
   @classmethod
-  def from_arrays(cls, w: jax.Array, v: jax.Array,
-                  b: jax.Array | None = None) -> "UnitWeights":
+  def from_arrays(
+      cls, w: jax.Array, v: jax.Array, b: jax.Array | None = None
+  ) -> "UnitWeights":
     """One input kernel with units on its last axis (Flax/Haiku Dense or Conv),
     one output kernel with units on axis ``-2``, an optional ``(n,)`` bias."""
-    return cls((w,), () if b is None else (b,), (v,), (),
-               (w.ndim - 1,), () if b is None else (0,), (v.ndim - 2,))
+    return cls(
+        (w,),
+        () if b is None else (b,),
+        (v,),
+        (),
+        (w.ndim - 1,),
+        () if b is None else (0,),
+        (v.ndim - 2,),
+    )
 
   @property
   def num_units(self) -> int:
@@ -79,14 +89,20 @@ def scale_units(x: UnitWeights, *, w=1.0, b=1.0, v=1.0, c=1.0) -> UnitWeights:
     Array([[2., 3.],
            [2., 3.]], dtype=float32)
   """
+
   def each(arrays, axes, factor):
     if isinstance(factor, float) and factor == 1.0:
       return arrays
-    return tuple(scale(a, along(factor, a.ndim, ax))
-                 for a, ax in zip(arrays, axes))
-  return x.replace(w=each(x.w, x.w_axes, w), b=each(x.b, x.b_axes, b),
-                   v=each(x.v, x.v_axes, v),
-                   c=each(x.c, (0,) * len(x.c), c))
+    return tuple(
+        scale(a, along(factor, a.ndim, ax)) for a, ax in zip(arrays, axes)
+    )
+
+  return x.replace(
+      w=each(x.w, x.w_axes, w),
+      b=each(x.b, x.b_axes, b),
+      v=each(x.v, x.v_axes, v),
+      c=each(x.c, (0,) * len(x.c), c),
+  )
 
 
 def where_units(keep: jax.Array, x: UnitWeights, y: UnitWeights) -> UnitWeights:
@@ -101,8 +117,15 @@ def where_units(keep: jax.Array, x: UnitWeights, y: UnitWeights) -> UnitWeights:
     Array([[1., 0.],
            [1., 0.]], dtype=float32)
   """
+
   def each(xs, ys, axes):
-    return tuple(jnp.where(along(keep, a.ndim, ax), a, b)
-                 for a, b, ax in zip(xs, ys, axes))
-  return x.replace(w=each(x.w, y.w, x.w_axes), b=each(x.b, y.b, x.b_axes),
-                   v=each(x.v, y.v, x.v_axes))
+    return tuple(
+        jnp.where(along(keep, a.ndim, ax), a, b)
+        for a, b, ax in zip(xs, ys, axes)
+    )
+
+  return x.replace(
+      w=each(x.w, y.w, x.w_axes),
+      b=each(x.b, y.b, x.b_axes),
+      v=each(x.v, y.v, x.v_axes),
+  )

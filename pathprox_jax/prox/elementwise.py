@@ -64,18 +64,6 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 ProxFn = Callable[..., Array]
 
-__all__ = [
-    "prox_l1",
-    "prox_l0",
-    "prox_l_half",
-    "prox_l_two_thirds",
-    "prox_binary",
-    "scalar_threshold",
-    "scalar_jump",
-    "get_lq_prox",
-    "SUPPORTED_Q",
-]
-
 # Exponents q with a closed-form prox of mu * |y|^q.
 SUPPORTED_Q: Tuple[float, ...] = (0.0, 0.5, 2.0 / 3.0, 1.0)
 

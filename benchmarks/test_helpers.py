@@ -1,5 +1,6 @@
 """Unit tests of the benchmark helpers (penalties, optimizers, samplers, the
-race bookkeeping, the HLO parser).
+race bookkeeping, the HLO parsers, the step-time summary of
+``benchmarks.api_regression``).
 
 They live here, not under ``tests/``: the library's tests import no benchmark
 module. Run them with ``python -m pytest benchmarks/test_helpers.py``; the
@@ -14,7 +15,14 @@ import scipy.stats
 from flax import nnx
 
 import pathprox_jax as ppx
-from benchmarks import common, convergence, race, sparsity, step_time
+from benchmarks import (
+    api_regression,
+    common,
+    convergence,
+    race,
+    sparsity,
+    step_time,
+)
 from tests.reference import flat
 
 
@@ -161,8 +169,40 @@ ENTRY %main (p.1: f32[4,3], g.1: f32[4,3]) -> (f32[4,3], f32[3]) {
   ROOT %t = (f32[4,3]{1,0}, f32[3]{0}) tuple(%o, %n)
 }
 """
+  assert api_regression.hlo_op_counts(hlo) == {"ops": 7, "fusions": 3}
   h = step_time.analyze_hlo(hlo, param_elems=12, spec=None)
   assert h["fusions"] == 3
   assert h["param_sized_reductions"] == 1
   assert h["param_sized_temporaries"] == 1  # %z
   assert h["reads_by_argument"] == {"p.1": 2.0, "g.1": 1.0}
+
+
+def test_hlo_op_counts_of_tuple_results():
+  hlo = """ENTRY %main (a: f32[3]) -> (f32[3], (f32[3], f32[])) {
+  %a = f32[3]{0} parameter(0)
+  %f = (f32[3]{0}, f32[]) fusion(%a), kind=kLoop, calls=%fc
+  ROOT %t = (f32[3]{0}, (f32[3]{0}, f32[])) tuple(%a, %f)
+}
+"""
+  assert api_regression.hlo_op_counts(hlo) == {"ops": 3, "fusions": 1}
+
+
+def test_step_time_ratios_are_per_round():
+  # A load burst in round 1 slows every variant: the per-round ratios keep it
+  # out, the pooled times do not.
+  seconds = {
+      "sgd_wd": [1.0, 3.0, 1.0],
+      "pathprox_ref": [1.1, 3.3, 1.1],
+      "pathprox": [1.0, 3.3, 1.1],
+  }
+  out = api_regression.summarize_rounds(
+      seconds, "sgd_wd", {"pathprox": "pathprox_ref"}
+  )
+  assert out["sgd_wd"]["ratio"]["median"] == 1.0
+  assert out["pathprox_ref"]["ratio"]["median"] == pytest.approx(1.1)
+  assert out["pathprox_ref"]["ratio"]["q75"] == pytest.approx(1.1)
+  assert out["pathprox"]["ratio"]["median"] == pytest.approx(1.1)
+  assert out["pathprox"]["ratio"]["q25"] == pytest.approx(1.05)
+  assert out["pathprox"]["vs_ref"]["median"] == pytest.approx(1.0)
+  assert out["pathprox"]["ms"]["median"] == pytest.approx(1100.0)
+  assert "vs_ref" not in out["pathprox_ref"]

@@ -19,6 +19,7 @@ from pathprox_jax.prox.group import group_path_norms, unit_norms
 from pathprox_jax.units import UnitSpec, UnitWeights, scale_units
 
 __all__ = [
+    "DEAD_THRESHOLD",
     "layer_scales",
     "balance_layers_groups",
     "balance_layers",

@@ -7,6 +7,7 @@ operator on one group's :class:`~pathprox_jax.units.UnitWeights`),
 (proxes over a whole params tree, the protocol ProxGen's transforms call).
 """
 
+from pathprox_jax._numerics import MIN_NORM
 from pathprox_jax.prox.elementwise import (
     get_lq_prox,
     prox_binary,
@@ -36,6 +37,7 @@ from pathprox_jax.prox.tree import (
 )
 
 __all__ = [
+    "MIN_NORM",
     "group_norms",
     "unit_norms",
     "group_path_norms",

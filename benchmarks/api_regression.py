@@ -26,19 +26,20 @@ process it times jit-compiled full training steps (forward, backward,
 ``tx.update``, ``optax.apply_updates``; parameter and optimizer-state
 buffers donated, one fixed batch of 200 digits on the device) of
 ``FactorizedMLP(3, --width)`` for SGD + weight decay (kernels decayed, the
-baseline of ``benchmarks.step_time``) and, in each release, ``pathprox``
-(lr 0.3, lambda 1e-4), the in-place form (``pathprox_gradient``, then
-``pathprox_params`` after ``apply_updates``) and ``adaptive_pathprox``
-(lr 1e-3, eps 1e-5). After compilation and ``--warmup`` untimed steps, the
-variants are interleaved in ``--rounds`` rounds (the first variant rotates
-every round): each runs ``--block`` steps, then ``jax.block_until_ready``,
-timed with ``perf_counter``. Reported per variant: the median ms per step,
-the median [IQR] over rounds of its ratio to SGD + weight decay's time in the
-same round, and of the current release's time to the reference's in the
-same round; and the instruction and fusion counts of the compiled step and
-of the compiled update alone (``tx.update`` + ``apply_updates`` + in-place
-prox, on fixed gradients). It is a measurement on a shared machine: the exit
-status is 0 (read the ratios).
+baseline of ``benchmarks.step_time``, lr 0.05 as there) and, in each
+release, ``pathprox`` (lr 0.05, lambda 1e-4), the in-place form
+(``pathprox_gradient``, then ``pathprox_params`` after ``apply_updates``)
+and ``adaptive_pathprox`` (lr 1e-3, eps 1e-5). After compilation and
+``--warmup`` untimed steps, the variants are interleaved in ``--rounds``
+rounds (the first variant rotates every round): each runs ``--block`` steps,
+then ``jax.block_until_ready``, timed with ``perf_counter``. Reported per
+variant: the median ms per step, the median [IQR] over rounds of its ratio
+to SGD + weight decay's time in the same round, and of the current
+release's time to the reference's in the same round; the instruction and
+fusion counts of the compiled step and of the compiled update alone
+(``tx.update`` + ``apply_updates`` + in-place prox, on fixed gradients);
+whether the parameters are still finite at the end. It is a measurement on
+a shared machine: the exit status is 0 (read the ratios).
 
 Usage::
 
@@ -87,7 +88,10 @@ BATCH, LR, ADAM_LR = 200, 0.3, 1e-3
 ADAM_EPS = adaptive_variants.ADAM_EPS  # 0.2.1's default
 QUICK_LAMBDAS = (1e-4, 3e-2, 1e-1)
 CHUNK = 500  # steps per jitted scan
-STEP_LAMBDA, STEP_EPS = 1e-4, 1e-5  # --step-time: lambda, adaptive's eps
+# --step-time: lambda, adaptive's eps, and the SGD family's learning rate,
+# that of benchmarks.step_time (lr 0.3 drives PathProx's parameters to NaN
+# within 10 steps at width 1600 on the fixed batch: timed on NaNs).
+STEP_LAMBDA, STEP_EPS, STEP_LR = 1e-4, 1e-5, 0.05
 # Options only --step-time uses (what the trajectory runs do not depend on).
 STEP_TIME_OPTIONS = ("step_time", "width", "rounds", "block", "warmup")
 
@@ -333,11 +337,14 @@ def rescalings(setup: Setup) -> list[dict]:
 STEP_VARIANTS = {  # name: (label, (api, units) -> (transform, post or None))
     "pathprox": (
         "pathprox",
-        lambda a, u: RUNS["pathprox"](a, u, STEP_LAMBDA),
+        lambda a, u: (a.module.pathprox(STEP_LR, STEP_LAMBDA, u), None),
     ),
     "inplace": (
         "in-place (pathprox_params)",
-        lambda a, u: RUNS["inplace"](a, u, STEP_LAMBDA),
+        lambda a, u: (
+            a.module.pathprox_gradient(STEP_LR, STEP_LAMBDA, u),
+            lambda p: a.pathprox_params(p, u, STEP_LR, STEP_LAMBDA),
+        ),
     ),
     "adaptive": (
         f"adaptive_pathprox (eps {STEP_EPS:g})",
@@ -354,7 +361,7 @@ REF_SUFFIX = "_ref"  # the reference release's variant: f"{name}{REF_SUFFIX}"
 def step_optimizers(setup: Setup) -> dict[str, tuple]:
   """``{name: (tx, post)}``: the baseline, then each variant of
   :data:`STEP_VARIANTS` in the reference and in the current release."""
-  opts = {BASELINE: (common.weight_decay_sgd(LR, STEP_LAMBDA), None)}
+  opts = {BASELINE: (common.weight_decay_sgd(STEP_LR, STEP_LAMBDA), None)}
   for name, (_, make) in STEP_VARIANTS.items():
     for suffix, api, units in zip((REF_SUFFIX, ""), setup.apis, setup.specs):
       opts[name + suffix] = make(api, units)
@@ -510,6 +517,7 @@ def step_time_table(result: dict, releases: tuple[str, str]) -> str:
         fmt(d["vs_ref"]) if "vs_ref" in d else "",
         f"{h['step']['ops']} ({h['step']['fusions']})",
         f"{h['update']['ops']} ({h['update']['fusions']})",
+        d["finite"],
     ])
   return common.fmt_table(
       rows,
@@ -521,6 +529,7 @@ def step_time_table(result: dict, releases: tuple[str, str]) -> str:
           f"{releases[1]} / {releases[0]}",
           "step HLO ops (fusions)",
           "update HLO ops (fusions)",
+          "finite at end",
       ],
   )
 

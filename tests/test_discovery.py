@@ -475,3 +475,74 @@ def test_discovery_is_shape_only():
   fn = lambda p, x: jax.nn.relu(x @ p["a"]) @ p["b"]
   spec = ppx.discover(fn, params, jax.ShapeDtypeStruct((1, 3), jnp.float32))
   assert spec.num_units == (4,) and spec.links == ()
+
+
+# ------------------------------------------- keys and non-array leaves (#20)
+def test_nnx_dropout_in_train_mode_keys_are_opaque():
+  class DropMLP(nnx.Module):
+
+    def __init__(self, rngs):
+      self.fc1 = nnx.Linear(4, 8, rngs=rngs)
+      self.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+      self.fc2 = nnx.Linear(8, 2, rngs=rngs)
+
+    def __call__(self, x):
+      return self.fc2(self.drop(nnx.relu(self.fc1(x))))
+
+  model = DropMLP(nnx.Rngs(0))
+  model.train()
+  spec = ppx.discover_module(model, jnp.zeros((1, 4)))
+  params = nnx.state(model, nnx.Param)
+  assert spec == UnitSpec.from_pairs(params, [("fc1", "fc2")])
+  fn, params = nnx_fn(model)
+  x = jax.random.normal(_key(1), (16, 4))
+  assert_homogeneous_and_balanceable(fn, _randomise(params), spec, x)
+
+
+def test_closed_over_key_dropout_mask_is_a_constant():
+  key = jax.random.key(0)  # a typed key constant of the jaxpr
+  params = {"a": jnp.ones((3, 8)), "b": jnp.ones((8, 2))}
+
+  def fn(p, x):
+    mask = jax.random.bernoulli(key, 0.5, (x.shape[0], 8))
+    return (jax.nn.relu(x @ p["a"]) * mask) @ p["b"]
+
+  spec = ppx.discover(fn, params, jnp.zeros((16, 3)))
+  group = UnitGroup(inputs=[("a", 1)], outputs=[("b", 0)])
+  assert spec == UnitSpec.from_groups(params, [group])
+  x = jax.random.normal(_key(1), (16, 3))
+  assert_homogeneous_and_balanceable(fn, _randomise(params), spec, x)
+  # A key passed as an input (or a key/integer leaf of params) is no unit.
+  with_key = dict(params, key=key, step=jnp.array(3))
+  spec = ppx.discover(
+      lambda p, x, k: (
+          jax.nn.relu(x @ p["a"]) * jax.random.bernoulli(k, 0.5, (16, 8))
+      )
+      @ p["b"],
+      with_key,
+      jnp.zeros((16, 3)),
+      key,
+  )
+  assert spec.groups == UnitSpec.from_groups(params, [group]).groups
+
+
+def test_equinox_module_as_params_non_array_leaves_are_closed_over():
+  eqx = pytest.importorskip("equinox")
+  mlp = eqx.nn.MLP(4, 2, 8, 2, key=_key(0))  # layers/0, layers/1, layers/2
+  fn = lambda m, x: jax.vmap(m)(x)
+  spec = ppx.discover(fn, mlp, jnp.zeros((1, 4)))
+  # Groups are disjoint: layers/1 cannot also open the second group.
+  assert spec == UnitSpec.from_pairs(mlp, [("layers/0", "layers/1")])
+  assert "layers/2/weight" in spec.ungrouped_kernels
+  weights, static = eqx.partition(mlp, eqx.is_inexact_array)
+  arrays_only = ppx.discover(
+      lambda w, x: jax.vmap(eqx.combine(w, static))(x),
+      weights,
+      jnp.zeros((1, 4)),
+  )
+  assert arrays_only.groups == spec.groups
+  x = jax.random.normal(_key(1), (16, 4))
+  # verify_units jits fn over params: it takes the array part.
+  assert_homogeneous_and_balanceable(
+      lambda w, x: jax.vmap(eqx.combine(w, static))(x), weights, spec, x
+  )

@@ -71,19 +71,35 @@ def trace(fn: Callable, params: Any, inputs: tuple) -> Graph:
     ValueError: if tracing fails (params or inputs of the wrong structure or
       shape), with the error ``fn`` raised.
   """
-  abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a)),
-      (params, inputs),
-  )
+  p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
+  x_leaves, x_def = jax.tree_util.tree_flatten(inputs)
+  # Traced: the inexact arrays of params (the weights) and the arrays of
+  # inputs; everything else (functions, None, Python scalars, integer,
+  # boolean and PRNG-key leaves of params) is closed over, as a constant.
+  p_traced = [_is_weight(x) for _, x in p_leaves]
+  x_traced = [_is_array(x) for x in x_leaves]
+  p_abstract = [_abstract(x) for (_, x), t in zip(p_leaves, p_traced) if t]
+  x_abstract = [_abstract(x) for x, t in zip(x_leaves, x_traced) if t]
+
+  def flat_fn(ps, xs):
+    ps, xs = iter(ps), iter(xs)
+    p = p_def.unflatten(
+        [next(ps) if t else x for (_, x), t in zip(p_leaves, p_traced)]
+    )
+    x = x_def.unflatten(
+        [next(xs) if t else a for a, t in zip(x_leaves, x_traced)]
+    )
+    return fn(p, *x)
+
   try:
-    closed = jax.make_jaxpr(lambda p, xs: fn(p, *xs))(*abstract)
+    closed = jax.make_jaxpr(flat_fn)(p_abstract, x_abstract)
   except Exception as e:  # noqa: BLE001 - re-raised with context
     shapes = jax.tree.map(lambda a: tuple(np.shape(a)), inputs)
     raise ValueError(
         "discover could not trace fn(params, *example_inputs) with "
         f"example input shapes {shapes}: {type(e).__name__}: {e}"
     ) from e
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat = [kx for kx, t in zip(p_leaves, p_traced) if t]
   n_params = len(flat)
   graph = Graph([], {}, {}, {}, [], {})
   counter = iter(range(1 << 62))
@@ -96,13 +112,60 @@ def trace(fn: Callable, params: Any, inputs: tuple) -> Graph:
       path = path_str(flat[i][0])
       graph.params[vid] = path
       graph.leaf_shapes[path] = tuple(v.aval.shape)
-  env_consts = [Lit(np.asarray(c)) for c in closed.consts]
+  env_consts = [_const(c) for c in closed.consts]
   graph.outputs = _inline(closed.jaxpr, in_ids, env_consts, graph, counter, ())
   for k, n in enumerate(graph.nodes):
     for a in n.ins:
       if not isinstance(a, Lit):
         graph.uses.setdefault(a, []).append(k)
   return graph
+
+
+class _Opaque:
+  """An entry of a constant discovery cannot read (a PRNG key): truthy, so
+  never taken for a zero."""
+
+  def __repr__(self) -> str:
+    return "<opaque>"
+
+
+_OPAQUE = _Opaque()
+
+
+def _dtype(x) -> Any:
+  return getattr(x, "dtype", None)
+
+
+def _is_array(x) -> bool:
+  return isinstance(
+      x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)
+  )
+
+
+def _is_weight(x) -> bool:
+  """An array of a floating or complex dtype (not a PRNG key)."""
+  if not _is_array(x):
+    return False
+  dtype = _dtype(x)
+  return not jax.dtypes.issubdtype(
+      dtype, jax.dtypes.prng_key
+  ) and jax.dtypes.issubdtype(dtype, np.inexact)
+
+
+def _abstract(x) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(np.shape(x), _dtype(x))
+
+
+def _const(c) -> Lit:
+  """A constant operand; a PRNG key (or anything else NumPy cannot read) is
+  opaque: its shape, with entries no rule can interpret."""
+  dtype = _dtype(c)
+  if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    try:
+      return Lit(np.asarray(c))
+    except Exception:  # noqa: BLE001 - any unreadable constant is opaque
+      pass
+  return Lit(np.full(np.shape(c), _OPAQUE, dtype=object))
 
 
 def _inline(jaxpr, ins, consts, graph: Graph, counter, where) -> list:
@@ -114,7 +177,7 @@ def _inline(jaxpr, ins, consts, graph: Graph, counter, where) -> list:
 
   def read(atom):
     if isinstance(atom, jax.extend.core.Literal):
-      return Lit(np.asarray(atom.val))
+      return _const(atom.val)
     return env[atom]
 
   for eqn in jaxpr.eqns:
@@ -124,9 +187,7 @@ def _inline(jaxpr, ins, consts, graph: Graph, counter, where) -> list:
     if sub is not None:
       inner = sub.jaxpr if hasattr(sub, "jaxpr") else sub
       inner_consts = (
-          [Lit(np.asarray(c)) for c in sub.consts]
-          if hasattr(sub, "consts")
-          else []
+          [_const(c) for c in sub.consts] if hasattr(sub, "consts") else []
       )
       debug = getattr(inner, "debug_info", None)
       label = (
